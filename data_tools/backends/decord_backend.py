@@ -1,0 +1,95 @@
+"""decord backend: decord decodes full-size RGB frames, numpy crops and area-resizes them.
+
+decord's bundled FFmpeg applies the display rotation of MP4/MOV files but not of others, and reports
+no pixel aspect ratio: both are read with PyAV (one frame) and the missing rotation applied here, so
+that the two backends give the same frames. decord exists on x86_64 Linux and Windows
+only; elsewhere `available()` is False and PyAV does all the work.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from data_tools.backends.base import DecodeError, SourceFrame
+from data_tools.geometry import AreaResizer, normalise_rotation, square_crop
+
+
+def available() -> bool:
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _display_info(path: str) -> tuple[int, Fraction, bool, tuple[int, int]]:
+    """Display rotation (degrees counter-clockwise), pixel aspect ratio, whether the container is of
+    the MP4/MOV family (whose rotation decord applies) and the stored (width, height), read with PyAV."""
+    import av
+
+    from data_tools.backends.pyav import stream_sar
+
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            stream = container.streams.video[0]
+            sar = stream_sar(stream)
+            isobmff = "mp4" in container.format.name or "mov" in container.format.name
+            for frame in container.decode(stream):
+                return normalise_rotation(frame.rotation), sar, isobmff, (frame.width, frame.height)
+    except (av.error.FFmpegError, IndexError):
+        pass
+    return 0, Fraction(1), False, (0, 0)
+
+
+def _seconds(value: float) -> Fraction:
+    return Fraction(float(value)).limit_denominator(1_000_000)
+
+
+def iter_frames(path: str | Path, size: int, stats: dict) -> Iterator[SourceFrame]:
+    import decord
+
+    path = str(path)
+    try:
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+    except (decord.DECORDError, RuntimeError) as e:
+        raise DecodeError(f"decord cannot open it ({str(e).splitlines()[0]})") from None
+    count = len(reader)
+    stats["declared_frames"] = count
+    if count == 0:
+        raise DecodeError("no video frames", definitive=True)
+    times = reader.get_frame_timestamp(range(count))  # [count, 2] start and end, seconds
+    rotation, sar, isobmff, stored = _display_info(path)
+    cursor = 0  # index of the frame the reader returns next
+    resizer: AreaResizer | None = None
+    decord_rotates = isobmff  # decided again on the first frame where its shape tells
+
+    def make_convert(index: int):
+        def convert() -> np.ndarray:
+            nonlocal cursor, resizer, decord_rotates
+            if index > cursor:
+                reader.skip_frames(index - cursor)
+            try:
+                rgb = reader.next().asnumpy()  # [H, W, 3]
+            except (decord.DECORDError, RuntimeError, StopIteration) as e:
+                raise DecodeError(f"decord failed at frame {index} ({e})") from None
+            cursor = index + 1
+            if resizer is None and rotation in (90, 270) and stored[0] != stored[1]:
+                decord_rotates = rgb.shape[:2] == (stored[0], stored[1])  # [H, W] = stored [W, H]
+            if rotation and not decord_rotates:
+                rgb = np.rot90(rgb, k=rotation // 90)
+            if resizer is None:
+                h, w = rgb.shape[:2]
+                box_sar = 1 / sar if rotation in (90, 270) else sar
+                resizer = AreaResizer(square_crop(w, h, box_sar), size)
+            return resizer(rgb)
+
+        return convert
+
+    for index in range(count):
+        start, end = _seconds(times[index, 0]), _seconds(times[index, 1])
+        stats["decoded_frames"] = index + 1
+        yield SourceFrame(start, end - start if end > start else None, make_convert(index))

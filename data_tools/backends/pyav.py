@@ -1,0 +1,146 @@
+"""PyAV backend: one FFmpeg filter graph rotates, crops, scales (area) and converts to RGB in a single
+pass over each full-size frame, the fastest correct chain measured on this project's machines."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import av.logging
+
+from data_tools.backends.base import DecodeError, SourceFrame, seconds
+from data_tools.geometry import normalise_rotation, square_crop
+
+# FFmpeg's own log lines (damaged macroblocks and the like) would tear through the progress bar;
+# failures reach the user as exceptions with their reason instead.
+av.logging.set_level(None)
+av.logging.set_libav_level(av.logging.PANIC)
+
+_ROTATE_FILTERS = {  # counter-clockwise display rotation → filters that show it upright
+    0: [],
+    90: [("transpose", "cclock")],
+    180: [("hflip", None), ("vflip", None)],
+    270: [("transpose", "clock")],
+}
+
+
+def _chroma_shift(format_name: str) -> tuple[int, int]:
+    """log2 of the horizontal and vertical chroma subsampling of a pixel format."""
+    fmt = av.VideoFormat(format_name, 64, 64)
+    comps = fmt.components
+    if fmt.is_rgb or len(comps) < 3 or comps[1].width in (0, 64):
+        return 0, 0
+    return (64 // comps[1].width).bit_length() - 1, (64 // comps[1].height).bit_length() - 1
+
+
+def _depth(format_name: str) -> int:
+    return max(c.bits for c in av.VideoFormat(format_name, 16, 16).components)
+
+
+class _FrameConverter:
+    """A filter graph for one set of frame properties; rebuilt when a stream changes them mid-way."""
+
+    def __init__(self, frame: av.VideoFrame, sar: Fraction, size: int, time_base: Fraction):
+        self.key = self.key_of(frame, sar)
+        width, height, fmt_name, sar, rotation = self.key
+        graph = av.filter.Graph()
+        chain = [graph.add_buffer(width=width, height=height, format=fmt_name, time_base=time_base)]
+        for name, args in _ROTATE_FILTERS[rotation]:
+            chain.append(graph.add(name, args))
+        if rotation in (90, 270):
+            width, height = height, width
+            sar = 1 / sar if sar else sar
+        box = square_crop(width, height, sar)
+        sx, sy = _chroma_shift(fmt_name)
+        if (box.x | box.width) % (1 << sx) or (box.y | box.height) % (1 << sy):
+            # A crop of subsampled chroma moves by whole chroma samples: go to 4:4:4 first.
+            chain.append(graph.add("format", "gbrp16le" if _depth(fmt_name) > 8 else "gbrp"))
+        chain.append(graph.add("crop", f"{box.width}:{box.height}:{box.x}:{box.y}:exact=1"))
+        chain.append(graph.add("scale", f"{size}:{size}:flags=area"))
+        chain.append(graph.add("format", "rgb24"))
+        chain.append(graph.add("buffersink"))
+        for a, b in zip(chain, chain[1:]):
+            a.link_to(b)
+        graph.configure()
+        self.graph = graph
+
+    @staticmethod
+    def key_of(frame: av.VideoFrame, sar: Fraction) -> tuple:
+        return (frame.width, frame.height, frame.format.name, sar, normalise_rotation(frame.rotation))
+
+    def __call__(self, frame: av.VideoFrame):
+        self.graph.vpush(frame)
+        return self.graph.vpull().to_ndarray()
+
+
+def stream_sar(stream) -> Fraction:
+    """Pixel aspect ratio of a video stream (1 when unknown)."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return Fraction(sar) if sar and sar > 0 else Fraction(1)
+
+
+def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """Open `path` and pick its video stream, with the reason spelled out when that is impossible."""
+    path = str(path)
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.error.FFmpegError as e:
+        raise DecodeError(f"not a readable video ({e.strerror or e})", definitive=True) from None
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
+        container.close()
+        what = "audio only" if "audio" in kinds else ("no streams" if not kinds else "/".join(kinds))
+        raise DecodeError(f"no video stream ({what})", definitive=True)
+    stream = container.streams.video[0]
+    stream.codec_context.thread_count = 1  # one core per worker: parallelism comes from --workers
+    return container, stream
+
+
+def iter_frames(path: str | Path, size: int, stats: dict) -> Iterator[SourceFrame]:
+    """Decoded frames of `path` in display order with their times; conversion to S×S RGB is lazy."""
+    container, stream = open_video(path)
+    time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    nominal = 1 / Fraction(rate) if rate else None
+    stats["declared_frames"] = int(stream.frames or 0)
+    sar = stream_sar(stream)
+    converter: _FrameConverter | None = None
+    last_time: Fraction | None = None
+    decoded = 0
+
+    def make_convert(frame):
+        def convert():
+            nonlocal converter
+            if converter is None or converter.key != _FrameConverter.key_of(frame, sar):
+                converter = _FrameConverter(frame, sar, size, time_base)
+            return converter(frame)
+
+        return convert
+
+    try:
+        frames = container.decode(stream)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as e:
+                raise DecodeError(
+                    f"corrupt or truncated data after {decoded} frames ({e.strerror or e})",
+                    definitive=True,
+                ) from None
+            decoded += 1
+            if frame.pts is not None:
+                time = seconds(frame.pts, frame.time_base or time_base)
+            elif last_time is not None and nominal is not None:
+                time = last_time + nominal
+            else:
+                time = Fraction(0)
+            duration = seconds(frame.duration, frame.time_base or time_base) if frame.duration else nominal
+            last_time = time
+            stats["decoded_frames"] = decoded
+            yield SourceFrame(time, duration, make_convert(frame))
+    finally:
+        container.close()

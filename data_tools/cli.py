@@ -1,0 +1,105 @@
+"""Command-line front ends of the data tools (`vidgan prepare`, `vidgan synth`); imports stay lazy so
+that `--help` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _fps(text: str) -> Fraction:
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a frame rate: {text!r} (e.g. 25, 29.97, 30000/1001)")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def add_prepare_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "prepare", help="decode raw videos into uint8 clips on disk",
+        description="Decode every video under SRC (found by content, labelled by first-level subfolder) "
+                    "into centre-cropped, resized uint8 clips [T, S, S, 3] in memory-mappable shards. "
+                    "Interrupted runs resume; finished runs are not redone.")
+    p.add_argument("src", type=Path, help="folder of videos, e.g. UCF-101/<Class>/v_*.avi")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder [SRC-t<T>-s<S> beside SRC, plus a suffix per non-default option]")
+    p.add_argument("--frames", type=_positive_int, default=16, metavar="T", help="frames per clip [16]")
+    p.add_argument("--size", type=_positive_int, default=64, metavar="S", help="output side in pixels [64]")
+    p.add_argument("--stride", type=_positive_int, default=None, metavar="K",
+                   help="output frames between clip starts [T: clips do not overlap]")
+    p.add_argument("--fps", type=_fps, default=None, metavar="F",
+                   help="resample to F frames/s by timestamps [keep every decoded frame]")
+    p.add_argument("--max-clips-per-video", type=_positive_int, default=None, metavar="M",
+                   help="at most M clips from each video [all]")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="decode processes [number of CPU cores]")
+    p.add_argument("--backend", choices=("auto", "decord", "pyav"), default="auto",
+                   help="decoder [auto: PyAV, decord where PyAV cannot read a file]")
+    p.add_argument("--split-file", type=Path, default=None, metavar="PATH",
+                   help="UCF-101 trainlist0N.txt/testlist0N.txt: keep only the listed videos "
+                        "(labels from classInd.txt beside it)")
+    p.add_argument("--shard-mb", type=_positive_int, default=256, metavar="MB",
+                   help="close a shard once it holds this many MiB [256]")
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any file is skipped")
+    p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_prepare)
+
+
+def run_prepare(args) -> int:
+    from data_tools.prepare import PrepareError, PrepareOptions, prepare
+
+    try:
+        options = PrepareOptions(
+            frames=args.frames, size=args.size, stride=args.stride, fps=args.fps,
+            max_clips=args.max_clips_per_video, backend=args.backend, split_file=args.split_file,
+            shard_mb=args.shard_mb, workers=args.workers, strict=args.strict)
+        summary = prepare(args.src, args.out, options, overwrite=args.overwrite, progress=not args.quiet)
+    except (PrepareError, FileNotFoundError, RuntimeError) as e:
+        print(f"vidgan prepare: error: {e}", file=sys.stderr)
+        return 2
+    print(summary.text())
+    if summary.clips == 0:
+        print("vidgan prepare: error: no clip was written", file=sys.stderr)
+        return 1
+    if args.strict and summary.skipped:
+        print(f"vidgan prepare: error: {len(summary.skipped)} file(s) skipped (--strict)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_synth_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "synth", help="write a small labelled demo corpus of encoded videos",
+        description="Write moving-shape videos (H.264 MP4 and MPEG-4 AVI), one folder per class, "
+                    "ready for `vidgan prepare`.")
+    p.add_argument("out", type=Path, help="folder to write (OUT/<class>/*.mp4|avi)")
+    p.add_argument("--classes", type=_positive_int, default=4, help="number of classes [4]")
+    p.add_argument("--videos-per-class", type=_positive_int, default=4, help="videos per class [4]")
+    p.add_argument("--seconds", type=float, default=3.0, help="length of each video [3.0]")
+    p.add_argument("--fps", type=_positive_int, default=25, help="frame rate [25]")
+    p.add_argument("--seed", type=int, default=0, help="random seed [0]")
+    p.set_defaults(run=run_synth)
+
+
+def run_synth(args) -> int:
+    from data_tools.synth import write_demo_corpus
+
+    if args.seconds <= 0:
+        print("vidgan synth: error: --seconds must be > 0", file=sys.stderr)
+        return 2
+    paths = write_demo_corpus(args.out, args.classes, args.videos_per_class, args.seconds, args.fps, args.seed)
+    print(f"wrote {len(paths)} videos in {args.classes} classes to {args.out}")
+    return 0

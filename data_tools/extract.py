@@ -1,0 +1,97 @@
+"""Turn one video into output frames and clips, streaming: frames no clip needs are never converted,
+and decoding stops once the last wanted clip is complete."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from data_tools.backends.base import DecodeError, SourceFrame
+from data_tools.sampling import ClipPlan, FpsResampler
+
+
+@dataclass
+class Extracted:
+    """What one video gave: output frames seen, the clips, and per stored frame its source time."""
+
+    output_frames: int = 0  # length of the video's output frame sequence (as far as it was read)
+    decoded_frames: int = 0
+    clip_starts: list[int] = field(default_factory=list)  # first output-frame index of each clip
+    clip_offsets: list[int] = field(default_factory=list)  # index of that frame among stored frames
+    stored_times: list[float] = field(default_factory=list)  # seconds, one per stored frame
+    stopped_early: bool = False  # all wanted clips were complete before the end of the video
+
+
+def _output_frames(frames: Iterable[SourceFrame], fps: Fraction | None) -> Iterator[tuple[int, SourceFrame]]:
+    """(output index, source frame) pairs in order; with `fps`, resampled by timestamps."""
+    if fps is None:
+        for k, frame in enumerate(frames):
+            yield k, frame
+        return
+    resampler = FpsResampler(fps)
+    previous: SourceFrame | None = None
+    for frame in frames:
+        if previous is not None:
+            if frame.time <= previous.time:
+                continue  # not after the frame on screen: never shown, drop it
+            for k in resampler.assign(previous.time, frame.time):
+                yield k, previous
+        previous = frame
+    if previous is not None:
+        # A last frame of unknown duration is shown for an instant: at its own time and no later.
+        shown_for = previous.duration if previous.duration else Fraction(1, 10**9)
+        for k in resampler.assign(previous.time, previous.time + shown_for):
+            yield k, previous
+
+
+def extract(
+    frames: Iterable[SourceFrame],
+    plan: ClipPlan,
+    fps: Fraction | None,
+    write: Callable[[np.ndarray], None],
+    stats: dict,
+) -> Extracted:
+    """Feed the frames a clip needs to `write` (each `[S, S, 3]` uint8, in order) and plan the clips.
+
+    Frames written past the end of the last complete clip are reported through `stored_times` being
+    longer than needed; the caller truncates its output to `len(result.stored_times)` afterwards.
+    """
+    result = Extracted()
+    stored_ks: list[int] = []
+    end = plan.end()
+    last_source: SourceFrame | None = None
+    last_rgb: np.ndarray | None = None
+    for k, frame in _output_frames(frames, fps):
+        result.output_frames = k + 1
+        if plan.is_needed(k):
+            if frame is not last_source:  # an upsampled source frame is converted once
+                last_source, last_rgb = frame, frame.convert()
+            write(last_rgb)
+            stored_ks.append(k)
+            result.stored_times.append(float(frame.time))
+        if end is not None and k + 1 >= end:
+            result.stopped_early = True
+            break
+    result.decoded_frames = stats.get("decoded_frames", 0)
+    result.clip_starts = plan.starts(result.output_frames)
+    result.clip_offsets = [bisect.bisect_left(stored_ks, s) for s in result.clip_starts]
+    keep = result.clip_offsets[-1] + plan.frames if result.clip_starts else 0
+    del result.stored_times[keep:]
+    return result
+
+
+def check_complete(result: Extracted, stats: dict) -> None:
+    """Raise when a fully read video decoded far fewer frames than its container declares."""
+    declared = stats.get("declared_frames", 0)
+    if result.stopped_early or declared <= 0:
+        return
+    decoded = result.decoded_frames
+    if decoded < declared * 0.9 and declared - decoded >= 2:
+        raise DecodeError(
+            f"truncated: {decoded} of the {declared} frames the container declares could be decoded",
+            definitive=True,
+        )

@@ -1,0 +1,84 @@
+"""`vidgan info`: what a prepared folder holds, or how `prepare` sees one video file."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+
+
+_RANGES = {0: "unspecified", 1: "limited", 2: "full", None: "unknown"}
+
+
+def describe(path: str | Path) -> str:
+    path = Path(path)
+    if path.is_dir():
+        return describe_dataset(path)
+    if path.is_file():
+        return describe_video(path)
+    raise FileNotFoundError(f"no such file or folder: {path}")
+
+
+def describe_dataset(root: Path) -> str:
+    meta_path = root / "meta.json"
+    if not meta_path.is_file():
+        if (root / ".work" / "plan.json").is_file():
+            raise ValueError(f"{root} is an unfinished `vidgan prepare` run: rerun it to finish")
+        raise ValueError(f"{root} is not a `vidgan prepare` output folder (no meta.json)")
+    meta = json.loads(meta_path.read_text())
+    counts, opts = meta["counts"], meta["options"]
+    per_class: Counter = Counter()
+    with open(root / "index.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            per_class[int(row["label"])] += 1
+    skipped = json.loads((root / "skipped.json").read_text())
+    T, S = meta["clip_shape"][0], meta["clip_shape"][1]
+    lines = [
+        f"{root}  ({meta['format']})",
+        f"source: {meta['source']}",
+        f"clips: {counts['clips']} of [{T}, {S}, {S}, 3] uint8 in {len(meta['shards'])} shard(s), "
+        f"{counts['frames_stored']} frames stored",
+        f"videos: {counts['videos']} ({counts['read']} read, {counts['too_short']} shorter than one clip, "
+        f"{counts['skipped']} skipped)",
+        "options: " + ", ".join(f"{k}={v}" for k, v in sorted(opts.items())),
+        f"classes ({len(meta['classes'])}):",
+    ]
+    lines += [f"  {i:4d} {name}: {per_class.get(i, 0)} clips" for i, name in enumerate(meta["classes"])]
+    if skipped:
+        lines.append(f"skipped ({len(skipped)}):")
+        lines += [f"  {s['path']}: {s['reason']}" for s in skipped]
+    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(meta["versions"].items())))
+    return "\n".join(lines)
+
+
+def describe_video(path: Path) -> str:
+    from data_tools.backends.base import DecodeError
+    from data_tools.backends.pyav import open_video, stream_sar
+    from data_tools.geometry import normalise_rotation
+
+    try:
+        container, stream = open_video(path)
+    except DecodeError as e:
+        return f"{path}: cannot be used: {e.reason}"
+    with container:
+        ctx = stream.codec_context
+        rotation = 0
+        for frame in container.decode(stream):
+            rotation = normalise_rotation(frame.rotation)
+            pix_fmt, color_range = frame.format.name, frame.color_range
+            break
+        else:
+            pix_fmt, color_range = ctx.pix_fmt, None
+        duration = (Fraction(stream.duration) * stream.time_base) if stream.duration else None
+        rate = stream.average_rate or stream.guessed_rate
+        return "\n".join([
+            f"{path}",
+            f"container: {container.format.name}, codec: {ctx.name}, pixel format: {pix_fmt}"
+            f" (colour range: {_RANGES.get(color_range, color_range)})",
+            f"size: {ctx.width}x{ctx.height}, pixel aspect {stream_sar(stream)}, display rotation {rotation}°",
+            f"frame rate: {float(rate):.3f}/s" if rate else "frame rate: unknown",
+            f"frames declared: {stream.frames or 'unknown'}, duration: "
+            + (f"{float(duration):.3f} s" if duration is not None else "unknown"),
+        ])

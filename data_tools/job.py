@@ -1,0 +1,122 @@
+"""One video → one part file: the unit of work a `vidgan prepare` worker runs.
+
+A part is `<key>.npy` (the video's stored frames `[F, S, S, 3]` uint8) committed before `<key>.json`
+(its record); a record on disk therefore always describes a complete part. Workers import neither
+torch nor vidgan: they start fast and stay small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from data_tools.backends import base
+from data_tools.extract import check_complete, extract
+from data_tools.sampling import ClipPlan
+from data_tools.storage import FrameFileWriter, atomic_write_json
+
+
+@dataclass(frozen=True)
+class VideoTask:
+    """Everything a worker needs to turn one source video into a part (picklable, no handles)."""
+
+    source: str  # absolute path of the video
+    rel_path: str  # relative to SRC, POSIX separators
+    label: int
+    parts_dir: str
+    frames: int
+    stride: int
+    size: int
+    fps: str | None  # a fraction as text, e.g. "30000/1001"; None keeps every decoded frame
+    max_clips: int | None
+    backend: str  # "auto", "pyav" or "decord"
+
+    @property
+    def key(self) -> str:
+        return part_key(self.rel_path)
+
+
+def part_key(rel_path: str) -> str:
+    return hashlib.sha1(rel_path.encode()).hexdigest()[:20]
+
+
+def _backends(name: str):
+    from data_tools.backends import decord_backend, pyav
+
+    if name == "pyav":
+        return [("pyav", pyav.iter_frames)]
+    if name == "decord":
+        if not decord_backend.available():
+            raise RuntimeError("--backend decord: decord is not installed (it exists for x86_64 only)")
+        return [("decord", decord_backend.iter_frames)]
+    # auto: PyAV's fused filter graph is the faster chain (BENCHMARKS.md); decord reads what it can't.
+    chain = [("pyav", pyav.iter_frames)]
+    if decord_backend.available():
+        chain.append(("decord", decord_backend.iter_frames))
+    return chain
+
+
+def _readable_problem(path: Path) -> str | None:
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    if not path.is_file():
+        return "not a regular file"
+    if size == 0:
+        return "empty file (0 bytes)"
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    return None
+
+
+def run_task(task: VideoTask) -> dict:
+    """Decode one video into its part and return its record (also written as `<key>.json`)."""
+    parts = Path(task.parts_dir)
+    record = {"path": task.rel_path, "label": task.label, "status": "skipped", "reason": None,
+              "backend": None, "decoded_frames": 0, "output_frames": 0, "clips": [], "times": [],
+              "frames": 0}
+    plan = ClipPlan(task.frames, task.stride, task.max_clips)
+    fps = Fraction(task.fps) if task.fps else None
+    problem = _readable_problem(Path(task.source))
+    reasons = []
+    if problem is None:
+        for name, iter_frames in _backends(task.backend):
+            stats: dict = {}
+            writer = FrameFileWriter(parts / f"{task.key}.npy", (task.size, task.size, 3), durable=False)
+            try:
+                result = extract(iter_frames(task.source, task.size, stats), plan, fps, writer.write, stats)
+                check_complete(result, stats)
+            except base.DecodeError as e:
+                writer.abort()
+                reasons.append(e.reason if not reasons else f"{name}: {e.reason}")
+                if e.definitive:
+                    break
+                continue
+            except BaseException:
+                writer.abort()
+                raise
+            writer.truncate(len(result.stored_times))
+            writer.commit()
+            record.update(status="ok", backend=name, decoded_frames=result.decoded_frames,
+                          output_frames=result.output_frames, frames=len(result.stored_times),
+                          clips=[[s, o] for s, o in zip(result.clip_starts, result.clip_offsets)],
+                          times=[round(t, 6) for t in result.stored_times])
+            break
+        if record["status"] != "ok":
+            record["reason"] = "; ".join(reasons)
+    else:
+        record["reason"] = problem
+    atomic_write_json(parts / f"{task.key}.json", record, durable=False)
+    return record
+
+
+def worker_init() -> None:
+    """Pool initialiser: a worker is one decode thread; leave the rest of the machine to the others."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")

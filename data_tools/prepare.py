@@ -1,0 +1,401 @@
+"""`vidgan prepare`: raw videos → uint8 clips in memory-mappable shards, atomically and resumably.
+
+Layout of the output folder (documented in the README):
+
+    meta.json                 options, classes, counts, versions, shards; written last: its presence
+                              means the dataset is complete
+    index.csv                 one row per clip: path,label,start,shard,offset,timestamps
+    skipped.json              every file left out, with the reason
+    shards/shard-NNNNN.npy    uint8 [F, S, S, 3]: the stored frames of consecutive videos
+    shards/shard-NNNNN.json   the records of the videos in that shard
+    .work/                    parts of an unfinished run (deleted when the run completes)
+
+Shards are cut in the sorted order of the videos as soon as they reach `shard_mb`, so their contents do
+not depend on the number of workers or on where an earlier run was interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from data_tools.discover import discover
+from data_tools.job import VideoTask, part_key, run_task, worker_init
+from data_tools.storage import NPY_HEADER_BYTES, FrameFileWriter, atomic_write_json, atomic_write_text
+
+FORMAT = "vidgan-clips/1"
+BACKENDS = ("auto", "pyav", "decord")
+_OUR_ENTRIES = {"meta.json", "index.csv", "skipped.json", "shards", ".work"}
+
+
+class PrepareError(Exception):
+    """A problem with the request itself (not with one video): the run cannot start."""
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How `vidgan prepare` cuts clips. The first block defines the dataset; the rest only the run."""
+
+    frames: int = 16  # T, frames per clip
+    size: int = 64  # S, side of the square output frames, pixels
+    stride: int | None = None  # output frames between clip starts; None = frames (no overlap)
+    fps: Fraction | None = None  # resample to this frame rate by timestamps; None keeps every frame
+    max_clips: int | None = None  # clips per video at most; None = all
+    backend: str = "auto"  # auto | pyav | decord
+    split_file: Path | None = None  # UCF-101 trainlist0N.txt / testlist0N.txt
+    shard_mb: int = 256  # a shard is closed once it holds this many MiB of frames
+    workers: int | None = None  # decode processes; None = CPU cores
+    strict: bool = False  # fail (non-zero exit) when any file is skipped
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise PrepareError(message)
+
+        check(self.frames >= 1, f"--frames must be >= 1, got {self.frames}")
+        check(self.size >= 2, f"--size must be >= 2, got {self.size}")
+        check(self.stride is None or self.stride >= 1, f"--stride must be >= 1, got {self.stride}")
+        check(self.fps is None or self.fps > 0, f"--fps must be > 0, got {self.fps}")
+        check(self.max_clips is None or self.max_clips >= 1,
+              f"--max-clips-per-video must be >= 1, got {self.max_clips}")
+        check(self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        check(self.shard_mb >= 1, f"--shard-mb must be >= 1, got {self.shard_mb}")
+        check(self.workers is None or self.workers >= 1, f"--workers must be >= 1, got {self.workers}")
+        if self.split_file is not None:
+            check(Path(self.split_file).is_file(), f"--split-file not found: {self.split_file}")
+
+    @property
+    def clip_stride(self) -> int:
+        return self.stride or self.frames
+
+    def dataset_options(self) -> dict:
+        """The options that determine the dataset's bytes (not workers, not strictness)."""
+        return {
+            "frames": self.frames,
+            "size": self.size,
+            "stride": self.clip_stride,
+            "fps": None if self.fps is None else str(self.fps),
+            "max_clips_per_video": self.max_clips,
+            "backend": self.backend,
+            "split_file": None if self.split_file is None else Path(self.split_file).name,
+            "shard_mb": self.shard_mb,
+        }
+
+
+def default_out(src: Path, options: PrepareOptions) -> Path:
+    """`<SRC>-t<T>-s<S>` beside SRC, plus a suffix for each option that differs from its default.
+
+    `vidgan prepare ./UCF-101` → `./UCF-101-t16-s64`.
+    """
+    src = Path(src)
+    name = src.resolve().name or "videos"
+    parts = [name, f"t{options.frames}", f"s{options.size}"]
+    if options.clip_stride != options.frames:
+        parts.append(f"k{options.clip_stride}")
+    if options.fps is not None:
+        parts.append(f"fps{str(options.fps).replace('/', '_')}")
+    if options.max_clips is not None:
+        parts.append(f"m{options.max_clips}")
+    if options.split_file is not None:
+        parts.append(Path(options.split_file).stem)
+    if options.backend != "auto":
+        parts.append(options.backend)
+    return src.parent / "-".join(parts)
+
+
+@dataclass
+class Summary:
+    """What a run did. `skipped` lists (path, reason) for every file left out."""
+
+    out: Path
+    videos: int = 0  # videos considered (after the split file)
+    read: int = 0  # decoded without error
+    too_short: int = 0  # read, but shorter than one clip
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    clips: int = 0
+    frames_decoded: int = 0  # by this run
+    frames_stored: int = 0
+    seconds: float = 0.0  # of this run
+    already_done: bool = False
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames_decoded / self.seconds if self.seconds > 0 else 0.0
+
+    def text(self) -> str:
+        lines = []
+        if self.already_done:
+            lines.append(f"{self.out} is already complete: nothing to do.")
+        lines += [
+            f"videos read: {self.read} of {self.videos} ({self.too_short} shorter than one clip)",
+            f"skipped: {len(self.skipped)}",
+        ]
+        lines += [f"  {path}: {reason}" for path, reason in self.skipped]
+        lines += [
+            f"clips: {self.clips}",
+            f"frames: {self.frames_decoded} decoded this run, {self.frames_stored} stored",
+            f"time: {self.seconds:.1f} s, {self.frames_per_second:.0f} frames/s",
+            f"output: {self.out}",
+        ]
+        return "\n".join(lines)
+
+
+def _versions() -> dict:
+    import av
+
+    versions = {"numpy": np.__version__, "av": av.__version__,
+                "ffmpeg": getattr(av, "ffmpeg_version_info", "unknown")}
+    try:
+        from importlib.metadata import version
+
+        versions["vidgan"] = version("vidgan")
+    except Exception:
+        versions["vidgan"] = "unknown"
+    try:
+        import decord
+
+        versions["decord"] = decord.__version__
+    except ImportError:
+        versions["decord"] = None
+    return versions
+
+
+def _remove_temporaries(*folders: Path) -> None:
+    for folder in folders:
+        if folder.is_dir():
+            for p in folder.glob(".*.tmp-*"):
+                p.unlink(missing_ok=True)
+
+
+def _load_json(path: Path):
+    with open(path) as f:
+        return json.load(f)
+
+
+class _ShardAssembler:
+    """Appends finished parts to shards in the sorted order of the videos; commits each full shard."""
+
+    def __init__(self, out: Path, parts: Path, videos: list, first_video: int, shard_index: int,
+                 frame_shape: tuple[int, int, int], shard_bytes: int):
+        self.shards = out / "shards"
+        self.parts = parts
+        self.videos = videos
+        self.next_video = first_video
+        self.shard_index = shard_index
+        self.frame_shape = frame_shape
+        self.shard_frames = max(1, shard_bytes // int(np.prod(frame_shape)))
+        self.writer: FrameFileWriter | None = None
+        self.records: list[dict] = []
+        self.first_video = first_video
+        self.committed: list[dict] = []  # shard records committed by this run
+
+    def feed(self, ready: dict[int, dict]) -> None:
+        while self.next_video in ready:
+            record = ready.pop(self.next_video)
+            if self.writer is None:
+                self.writer = FrameFileWriter(self.shards / f"shard-{self.shard_index:05d}.npy",
+                                              self.frame_shape)
+                self.records, self.first_video = [], self.next_video
+            record = dict(record, shard_offset=self.writer.count)
+            if record["status"] == "ok" and record["frames"] > 0:
+                copied = self.writer.append_npy(self.parts / f"{part_key(record['path'])}.npy")
+                if copied != record["frames"]:
+                    raise RuntimeError(f"part of {record['path']} holds {copied} frames, "
+                                       f"its record {record['frames']}")
+            self.records.append(record)
+            self.next_video += 1
+            if self.writer.count >= self.shard_frames or self.next_video == len(self.videos):
+                self._commit()
+
+    def _commit(self) -> None:
+        self.writer.commit()
+        shard = {"index": self.shard_index, "file": f"shard-{self.shard_index:05d}.npy",
+                 "first_video": self.first_video, "frames": self.writer.count, "videos": self.records}
+        atomic_write_json(self.shards / f"shard-{self.shard_index:05d}.json", shard)
+        for record in self.records:
+            key = part_key(record["path"])
+            (self.parts / f"{key}.npy").unlink(missing_ok=True)
+            (self.parts / f"{key}.json").unlink(missing_ok=True)
+        self.committed.append(shard)
+        self.writer, self.records = None, []
+        self.shard_index += 1
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+def _index_rows(shards: list[dict], frames: int) -> str:
+    buf = io.StringIO()
+    rows = csv.writer(buf, lineterminator="\n")
+    rows.writerow(["path", "label", "start", "shard", "offset", "timestamps"])
+    for shard in shards:
+        for v in shard["videos"]:
+            for start, offset in v["clips"]:
+                times = v["times"][offset : offset + frames]
+                rows.writerow([v["path"], v["label"], start, shard["index"], v["shard_offset"] + offset,
+                               " ".join(f"{t:.6f}" for t in times)])
+    return buf.getvalue()
+
+
+def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None = None,
+            overwrite: bool = False, progress: bool = True, log=print) -> Summary:
+    """Run `vidgan prepare`; see the module docstring for the output and the README for the options."""
+    from tqdm import tqdm
+
+    options = options or PrepareOptions()
+    src = Path(src)
+    if not src.is_dir():
+        raise PrepareError(f"source folder not found: {src}")
+    out = Path(out) if out is not None else default_out(src, options)
+    found = discover(src, options.split_file)
+    fingerprint = hashlib.sha256(json.dumps({
+        "format": FORMAT, "options": options.dataset_options(), "classes": found.classes,
+        "videos": [[v.rel_path, v.label, v.size] for v in found.videos],
+    }, sort_keys=True).encode()).hexdigest()
+
+    meta_path, work = out / "meta.json", out / ".work"
+    shards_dir, parts = out / "shards", out / ".work" / "parts"
+    if out.exists():
+        if not out.is_dir():
+            raise PrepareError(f"--out {out} exists and is not a folder")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in _OUR_ENTRIES)
+        if foreign and not overwrite:
+            raise PrepareError(f"--out {out} holds files vidgan did not write ({', '.join(foreign[:3])}); "
+                               "choose another --out or pass --overwrite")
+    if meta_path.exists():
+        meta = _load_json(meta_path)
+        if meta.get("fingerprint") == fingerprint and not overwrite:
+            summary = _summary_from_shards(out, [_load_json(shards_dir / f"{s['file'][:-4]}.json")
+                                                 for s in meta["shards"]], found.excluded)
+            summary.already_done = True
+            return summary
+        if not overwrite:
+            raise PrepareError(f"{out} holds a dataset prepared from other videos or options; "
+                               "choose another --out or pass --overwrite to replace it")
+    plan_path = work / "plan.json"
+    if plan_path.exists() and _load_json(plan_path).get("fingerprint") != fingerprint and not overwrite:
+        raise PrepareError(f"{out} holds an interrupted run over other videos or options; "
+                           "choose another --out or pass --overwrite to start over")
+    if overwrite and out.exists():
+        for target in out.iterdir():
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    parts.mkdir(parents=True, exist_ok=True)
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    _remove_temporaries(out, shards_dir, parts, work)
+    atomic_write_json(plan_path, {"fingerprint": fingerprint, "options": options.dataset_options()})
+
+    # Shards committed by an interrupted run cover a prefix of the sorted videos.
+    committed: list[dict] = []
+    while (shards_dir / f"shard-{len(committed):05d}.json").exists():
+        committed.append(_load_json(shards_dir / f"shard-{len(committed):05d}.json"))
+    covered = committed[-1]["first_video"] + len(committed[-1]["videos"]) if committed else 0
+
+    videos = found.videos
+    ready: dict[int, dict] = {}
+    tasks: list[VideoTask] = []
+    for i in range(covered, len(videos)):
+        v = videos[i]
+        key = part_key(v.rel_path)
+        record_path = parts / f"{key}.json"
+        if record_path.exists():
+            record = _load_json(record_path)
+            if record["status"] != "ok" or record["frames"] == 0 or (parts / f"{key}.npy").exists():
+                ready[i] = record
+                continue
+        tasks.append(VideoTask(
+            source=str((src / v.rel_path).absolute()), rel_path=v.rel_path, label=v.label,
+            parts_dir=str(parts), frames=options.frames, stride=options.clip_stride, size=options.size,
+            fps=None if options.fps is None else str(options.fps), max_clips=options.max_clips,
+            backend=options.backend))
+    index_of = {v.rel_path: i for i, v in enumerate(videos)}
+    frame_shape = (options.size, options.size, 3)
+    assembler = _ShardAssembler(out, parts, videos, covered, len(committed), frame_shape,
+                                options.shard_mb * 2**20)
+
+    started = time.perf_counter()
+    decoded = 0
+    workers = min(options.workers or os.cpu_count() or 1, max(1, len(tasks)))
+    bar = tqdm(total=len(videos), initial=len(videos) - len(tasks), unit="video", disable=not progress,
+               dynamic_ncols=True, desc="prepare")
+    pool = None
+    try:
+        assembler.feed(ready)
+        if workers > 1:
+            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=worker_init)
+            results = pool.imap_unordered(run_task, tasks, chunksize=1)
+        else:
+            results = map(run_task, tasks)
+        for record in results:
+            decoded += record["decoded_frames"]
+            if record["status"] != "ok":
+                bar.write(f"skipped {record['path']}: {record['reason']}")
+            ready[index_of[record["path"]]] = record
+            assembler.feed(ready)
+            bar.update(1)
+            elapsed = time.perf_counter() - started
+            bar.set_postfix_str(f"{decoded / max(elapsed, 1e-9):.0f} frames/s")
+        if pool is not None:
+            pool.close()
+            pool.join()
+            pool = None
+    except BaseException:
+        assembler.abort()
+        raise
+    finally:
+        if pool is not None:
+            pool.terminate()
+        bar.close()
+
+    shards = committed + assembler.committed
+    summary = _summary_from_shards(out, shards, found.excluded)
+    summary.frames_decoded, summary.seconds = decoded, time.perf_counter() - started
+    atomic_write_text(out / "index.csv", _index_rows(shards, options.frames))
+    atomic_write_json(out / "skipped.json",
+                      [{"path": p, "reason": r} for p, r in sorted(summary.skipped)])
+    atomic_write_json(meta_path, {
+        "format": FORMAT,
+        "fingerprint": fingerprint,
+        "source": str(src.resolve()),
+        "options": options.dataset_options(),
+        "clip_shape": [options.frames, options.size, options.size, 3],
+        "classes": found.classes,
+        "counts": {"videos": summary.videos, "read": summary.read, "too_short": summary.too_short,
+                   "skipped": len(summary.skipped), "clips": summary.clips,
+                   "frames_stored": summary.frames_stored},
+        "shards": [{"file": s["file"], "frames": s["frames"]} for s in shards],
+        "versions": _versions(),
+    })
+    shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+def _summary_from_shards(out: Path, shards: list[dict], excluded: list[tuple[str, str]]) -> Summary:
+    summary = Summary(out=out)
+    for shard in shards:
+        summary.frames_stored += shard["frames"]
+        for v in shard["videos"]:
+            summary.videos += 1
+            if v["status"] == "ok":
+                summary.read += 1
+                summary.clips += len(v["clips"])
+                summary.too_short += not v["clips"]
+            else:
+                summary.skipped.append((v["path"], v["reason"]))
+    summary.skipped += list(excluded)
+    summary.skipped.sort()
+    return summary

@@ -1,0 +1,152 @@
+"""Files that are complete or absent: atomic writes, and `.npy` arrays written as frames stream in."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+NPY_HEADER_BYTES = 128  # fixed, so the final shape can be written in place once it is known
+
+
+def fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write `data` to `path` through a temporary name and a rename: readers see all or nothing.
+
+    The rename alone survives a killed process; `durable` also flushes to the disk, so that the file
+    survives a power cut (skipped for per-video scratch files, which a rerun can redo).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj, durable: bool = True) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), durable)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def npy_header(shape: tuple[int, ...], dtype: str = "|u1") -> bytes:
+    """A version 1.0 `.npy` header padded to `NPY_HEADER_BYTES` (numpy reads any 64-aligned length)."""
+    body = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {tuple(shape)!r}, }}"
+    prefix = b"\x93NUMPY\x01\x00"
+    pad = NPY_HEADER_BYTES - len(prefix) - 2 - len(body) - 1
+    if pad < 0:
+        raise ValueError(f"shape {shape} does not fit a {NPY_HEADER_BYTES}-byte header")
+    text = (body + " " * pad + "\n").encode("latin1")
+    return prefix + len(text).to_bytes(2, "little") + text
+
+
+class FrameFileWriter:
+    """Appends uint8 frames `[S, S, 3]` to a temporary `.npy`; `commit()` sets the shape and renames.
+
+    Until the rename, the final name does not exist; an interrupted writer leaves only a temporary
+    file that the next run deletes.
+    """
+
+    buffer_bytes = 8 * 2**20  # frames are gathered into writes of this size
+
+    def __init__(self, path: Path, frame_shape: tuple[int, ...], durable: bool = True):
+        self.path = Path(path)
+        self.durable = durable
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.frame_shape = tuple(frame_shape)
+        self.frame_bytes = int(np.prod(frame_shape))
+        self.count = 0
+        self.file = open(self.tmp, "wb")
+        self.file.write(npy_header((0, *self.frame_shape)))
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append one frame `[S, S, 3]` or a batch `[F, S, S, 3]`."""
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        if frames.shape == self.frame_shape:
+            frames = frames[None]
+        if frames.shape[1:] != self.frame_shape:
+            raise ValueError(f"frame shape {frames.shape[1:]} != {self.frame_shape}")
+        self._append(frames.tobytes(), len(frames))
+
+    def _append(self, data: bytes, frames: int) -> None:
+        self.pending.append(data)
+        self.pending_bytes += len(data)
+        self.count += frames
+        if self.pending_bytes >= self.buffer_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.file.write(b"".join(self.pending))
+            self.pending, self.pending_bytes = [], 0
+
+    def append_npy(self, path: Path) -> int:
+        """Append the frames of a `.npy` written by another FrameFileWriter; returns their number."""
+        self._flush()
+        with open(path, "rb") as src:
+            header = src.read(NPY_HEADER_BYTES)
+            size = os.fstat(src.fileno()).st_size - NPY_HEADER_BYTES
+            frames, rest = divmod(size, self.frame_bytes)
+            if rest or header[:6] != b"\x93NUMPY":
+                raise ValueError(f"{path} is not a frame file of shape [F, {self.frame_shape}]")
+            self.file.flush()
+            shutil.copyfileobj(src, self.file, 16 * 2**20)
+        self.count += frames
+        return frames
+
+    def truncate(self, count: int) -> None:
+        """Keep only the first `count` frames written."""
+        if count < self.count:
+            self._flush()
+            self.count = count
+            self.file.truncate(NPY_HEADER_BYTES + count * self.frame_bytes)
+            self.file.seek(0, os.SEEK_END)
+
+    def commit(self) -> None:
+        self._flush()
+        self.file.seek(0)
+        self.file.write(npy_header((self.count, *self.frame_shape)))
+        self.file.flush()
+        if self.durable:
+            os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+        if self.durable:
+            fsync_dir(self.path.parent)
+
+    def abort(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        return False

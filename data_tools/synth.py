@@ -1,0 +1,111 @@
+"""`vidgan synth`: a small class-labelled corpus of real encoded videos, made with PyAV.
+
+Each class moves a shape its own way (direction, path and shape differ by class), so a generator
+trained on it has something to learn and a classifier something to tell apart. Half of the videos are
+H.264 in MP4, half MPEG-4 Part 2 in AVI (the codec UCF-101 ships), so both common decode paths run.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+WIDTH, HEIGHT = 160, 120  # 4:3 like UCF-101, so the square crop matters
+
+
+def encode_video(path: Path, frames: Iterable[np.ndarray], fps: Fraction | int | float = 25,
+                 codec: str = "libx264", pix_fmt: str = "yuv420p", options: dict | None = None,
+                 input_format: str = "rgb24") -> None:
+    """Encode `[H, W, 3]` uint8 RGB frames (or frames of `input_format`) into `path` with PyAV."""
+    import av
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    frames = iter(frames)
+    first = next(frames)
+    height, width = first.shape[:2]
+    with av.open(str(tmp), "w", format=_format_for(path)) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001 * 1000))
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.options = dict(options or {})
+        for array in _chain(first, frames):
+            frame = av.VideoFrame.from_ndarray(array, format=input_format)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.replace(path)
+
+
+def _format_for(path: Path) -> str | None:
+    return {".avi": "avi", ".mp4": "mp4", ".mkv": "matroska", ".mov": "mov"}.get(path.suffix.lower())
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _background(rng: np.random.Generator) -> np.ndarray:
+    top, bottom = rng.integers(20, 110, 3), rng.integers(20, 110, 3)
+    ramp = np.linspace(0.0, 1.0, HEIGHT)[:, None, None]
+    return np.broadcast_to(top * (1 - ramp) + bottom * ramp, (HEIGHT, WIDTH, 3)).astype(np.uint8)
+
+
+def _class_frames(label: int, classes: int, count: int, rng: np.random.Generator):
+    """Frames `[H, W, 3]` of one video of class `label`."""
+    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
+    background = _background(rng)
+    color = rng.integers(150, 256, 3).astype(np.uint8)
+    radius = rng.uniform(9, 14)
+    cx, cy = WIDTH / 2 + rng.uniform(-15, 15), HEIGHT / 2 + rng.uniform(-10, 10)
+    phase = rng.uniform(0, 2 * math.pi)
+    angle = 2 * math.pi * label / classes  # each class has its own direction of motion
+    speed = rng.uniform(1.5, 2.5)  # pixels per frame
+    kind = label % 3  # 0: straight line, wrapping; 1: orbit; 2: oscillation with pulsing size
+    for t in range(count):
+        if kind == 0:
+            x = (cx + speed * t * math.cos(angle)) % WIDTH
+            y = (cy + speed * t * math.sin(angle)) % HEIGHT
+            r = radius
+        elif kind == 1:
+            turn = (1 if label % 2 else -1) * 0.15 * t + phase
+            x, y, r = cx + 30 * math.cos(turn), cy + 30 * math.sin(turn), radius
+        else:
+            swing = 35 * math.sin(0.2 * t + phase)
+            x, y = cx + swing * math.cos(angle), cy + swing * math.sin(angle)
+            r = radius * (1 + 0.4 * math.sin(0.3 * t))
+        if label % 2:  # odd classes: squares, even classes: discs
+            mask = (np.abs(xs - x) <= r) & (np.abs(ys - y) <= r)
+        else:
+            mask = (xs - x) ** 2 + (ys - y) ** 2 <= r * r
+        frame = background.copy()
+        frame[mask] = color
+        yield frame
+
+
+def write_demo_corpus(out: Path, classes: int = 4, videos_per_class: int = 4, seconds: float = 3.0,
+                      fps: int = 25, seed: int = 0) -> list[Path]:
+    """Write `classes × videos_per_class` videos into `out/<class>/`; returns their paths."""
+    if classes < 1 or videos_per_class < 1 or seconds <= 0:
+        raise ValueError("classes and videos per class must be >= 1, seconds > 0")
+    out = Path(out)
+    written = []
+    for label in range(classes):
+        name = f"class{label:02d}"
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for i in range(videos_per_class):
+            rng = np.random.default_rng([seed, label, i])
+            frames = _class_frames(label, classes, max(1, round(seconds * fps)), rng)
+            if i % 2 == 0:
+                path = out / name / f"v_{name}_g{i + 1:02d}_c01.mp4"
+                encode_video(path, frames, fps, "libx264", "yuv420p", {"crf": "18", "preset": "veryfast", "threads": "1"})
+            else:
+                path = out / name / f"v_{name}_g{i + 1:02d}_c01.avi"
+                encode_video(path, frames, fps, "mpeg4", "yuv420p", {"qscale": "3"})
+            written.append(path)
+    return written

@@ -1,0 +1,201 @@
+"""What `vidgan prepare` puts in the clips: counts, stride, timing, geometry and colour."""
+
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from data_tools import PrepareOptions, prepare
+from data_tools.dataset import ClipDataset
+from videos import frame_id, id_frame, write_lossless
+
+
+def _prepare(src, out, **options):
+    options.setdefault("workers", 1)
+    summary = prepare(src, out, PrepareOptions(**options), progress=False)
+    return summary, ClipDataset(out)
+
+
+def _clip_ids(ds):
+    return [[frame_id(f) for f in ds[i]["video"].numpy()] for i in range(len(ds))]
+
+
+@pytest.fixture
+def fifty_frames(tmp_path):
+    src = tmp_path / "src" / "only"
+    src.mkdir(parents=True)
+    write_lossless(src / "count.mkv", [id_frame(i) for i in range(50)])
+    return tmp_path / "src"
+
+
+def test_frame_and_clip_counts_default_stride(fifty_frames, tmp_path):
+    summary, ds = _prepare(fifty_frames, tmp_path / "out", frames=8, size=16)
+    assert summary.clips == len(ds) == 50 // 8
+    assert _clip_ids(ds) == [list(range(s, s + 8)) for s in range(0, 48, 8)]
+    assert [ds[i]["start"] for i in range(len(ds))] == list(range(0, 48, 8))
+    assert ds[0]["video"].shape == (8, 16, 16, 3) and ds[0]["video"].dtype.is_floating_point is False
+
+
+def test_overlapping_stride_and_max_clips(fifty_frames, tmp_path):
+    _, ds = _prepare(fifty_frames, tmp_path / "a", frames=8, size=16, stride=4)
+    assert len(ds) == (50 - 8) // 4 + 1
+    assert _clip_ids(ds) == [list(range(s, s + 8)) for s in range(0, 43, 4)]
+    _, ds = _prepare(fifty_frames, tmp_path / "b", frames=8, size=16, stride=4, max_clips=3)
+    assert _clip_ids(ds) == [list(range(s, s + 8)) for s in (0, 4, 8)]
+    meta = json.loads((tmp_path / "b" / "meta.json").read_text())
+    assert meta["counts"]["frames_stored"] == 16  # frames 0..15, each stored once
+
+
+def test_stride_longer_than_clip_stores_only_clip_frames(fifty_frames, tmp_path):
+    _, ds = _prepare(fifty_frames, tmp_path / "out", frames=5, size=16, stride=12)
+    assert _clip_ids(ds) == [list(range(s, s + 5)) for s in (0, 12, 24, 36)]
+    shard = np.load(tmp_path / "out" / "shards" / "shard-00000.npy", mmap_mode="r")
+    assert shard.shape == (20, 16, 16, 3)
+
+
+def test_video_shorter_than_one_clip_is_counted_not_skipped(tmp_path):
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    write_lossless(src / "a" / "short.mkv", [id_frame(i) for i in range(5)])
+    write_lossless(src / "a" / "long.mkv", [id_frame(i) for i in range(20)])
+    summary, ds = _prepare(src, tmp_path / "out", frames=8, size=16)
+    assert (summary.read, summary.too_short, summary.skipped, len(ds)) == (2, 1, [], 2)
+
+
+def test_fps_resampling_of_variable_frame_rate_video(tmp_path):
+    times_ms = [0, 30, 90, 100, 180, 260, 270, 400, 410, 500, 620, 700]
+    src = tmp_path / "src"
+    src.mkdir()
+    write_lossless(src / "vfr.mkv", [id_frame(i) for i in range(len(times_ms))], times_ms=times_ms)
+    _, ds = _prepare(src, tmp_path / "out", frames=4, size=16, fps=Fraction(10))
+    # The last frame (700 ms) is shown for 40 ms (its block duration): the video ends at 740 ms.
+    expected = [max(i for i, t in enumerate(times_ms) if t <= 100 * k) for k in range(8)]
+    assert _clip_ids(ds) == [expected[:4], expected[4:8]]
+    assert expected == [0, 3, 4, 6, 7, 9, 9, 11]
+    rows = (tmp_path / "out" / "index.csv").read_text().splitlines()
+    first_times = [float(t) for t in rows[1].split(",")[-1].split()]
+    assert first_times == [times_ms[i] / 1000 for i in expected[:4]]
+
+
+def test_fps_upsampling_repeats_frames(fifty_frames, tmp_path):
+    _, ds = _prepare(fifty_frames, tmp_path / "out", frames=10, size=16, fps=Fraction(50),
+                     max_clips=2)
+    assert _clip_ids(ds) == [[k // 2 for k in range(s, s + 10)] for s in (0, 10)]
+
+
+def _area_reference(frame, size):
+    """Centre square crop, then the exact mean over each output pixel's block (integer factors)."""
+    h, w = frame.shape[:2]
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    crop = frame[y : y + side, x : x + side].astype(np.float64)
+    f = side // size
+    return crop.reshape(size, f, size, f, 3).mean(axis=(1, 3))
+
+
+def _textured(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx * 255 / width, yy * 255 / height, (xx + yy) % 64 * 4], axis=-1)
+    return np.clip(base + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def _psnr(a, b):
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return 10 * np.log10(255**2 / mse) if mse > 0 else float("inf")
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+@pytest.mark.parametrize("shape", [(96, 160), (160, 96)])  # landscape and portrait
+def test_center_crop_and_area_resize_match_reference(tmp_path, backend, shape):
+    frame = _textured(*shape)
+    src = tmp_path / "src"
+    src.mkdir()
+    write_lossless(src / "t.mkv", [frame] * 4)
+    _, ds = _prepare(src, tmp_path / "out", frames=4, size=32, backend=backend)
+    out = ds[0]["video"][0].numpy()
+    reference = _area_reference(frame, 32)
+    # FFmpeg's area filter approximates the exact box average (39 dB on this noisy texture)
+    assert _psnr(out, reference) > 38
+    # a left/top crop instead of the centre would be far off
+    shifted = _area_reference(frame[:96, :96] if shape[0] < shape[1] else frame[:96, :96], 32)
+    assert _psnr(out, shifted) < 30
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+@pytest.mark.parametrize("ext", ["mkv", "mp4"])
+def test_display_rotation_is_applied(tmp_path, rotation, backend, ext):
+    frame = _textured(96, 192, seed=rotation)
+    src = tmp_path / "src"
+    src.mkdir()
+    write_lossless(src / f"r.{ext}", [frame] * 2, rotation=rotation)
+    _, ds = _prepare(src, tmp_path / "out", frames=2, size=32, backend=backend)
+    # a player turns the picture counter-clockwise by the display rotation
+    reference = _area_reference(np.rot90(frame, k=rotation // 90), 32)
+    assert _psnr(ds[0]["video"][0].numpy(), reference) > 38
+
+
+def test_non_square_pixels_are_cropped_as_displayed(tmp_path):
+    # 96×96 stored with pixels 2:1 wide is a 192×96 picture: the square shown is the middle 48 columns
+    frame = _textured(96, 96)
+    src = tmp_path / "src"
+    src.mkdir()
+    write_lossless(src / "anamorphic.mkv", [frame] * 2, sar=Fraction(2, 1))
+    _, ds = _prepare(src, tmp_path / "out", frames=2, size=48)
+    shown = np.repeat(frame[:, 24:72], 2, axis=1)  # [96, 96]: the displayed square
+    reference = shown.reshape(48, 2, 48, 2, 3).mean(axis=(1, 3))
+    assert _psnr(ds[0]["video"][0].numpy(), reference) > 35
+
+
+COLOR = np.array([230, 30, 128])
+
+
+@pytest.mark.parametrize("codec, pix_fmt, ext", [
+    ("libx264", "yuv420p", "mp4"),  # limited range, 8 bit
+    ("mjpeg", "yuvj420p", "avi"),  # full range
+    ("libx264", "yuv420p10le", "mkv"),  # 10 bit
+    ("libx265", "yuv420p10le", "mkv"),  # 10 bit HEVC
+])
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_colour_ranges_and_bit_depths_give_the_source_colour(tmp_path, codec, pix_fmt, ext, backend):
+    from data_tools.synth import encode_video
+
+    src = tmp_path / "src"
+    src.mkdir()
+    frames = [np.broadcast_to(COLOR, (64, 96, 3)).astype(np.uint8)] * 3
+    options = {"crf": "2", "x265-params": "log-level=none"} if codec == "libx265" else (
+        {"q:v": "1"} if codec == "mjpeg" else {"crf": "1"})
+    encode_video(src / f"c.{ext}", frames, 25, codec, pix_fmt, options)
+    _, ds = _prepare(src, tmp_path / "out", frames=3, size=16, backend=backend)
+    # a limited/full range mix-up moves these channels by 10-20 levels; 10 bit read as 8 is garbage
+    assert np.abs(ds[0]["video"].numpy().reshape(-1, 3).mean(axis=0) - COLOR).max() < 4
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_grayscale_source_becomes_three_equal_channels(tmp_path, backend):
+    from data_tools.synth import encode_video
+
+    src = tmp_path / "src"
+    src.mkdir()
+    gray = np.tile(np.linspace(20, 235, 64).astype(np.uint8), (64, 1))
+    encode_video(src / "g.mkv", [gray] * 3, 25, "ffv1", "gray", input_format="gray")
+    _, ds = _prepare(src, tmp_path / "out", frames=3, size=16, backend=backend)
+    clip = ds[0]["video"].numpy().astype(int)
+    assert clip.shape == (3, 16, 16, 3)
+    assert (clip[..., 0] == clip[..., 1]).all() and (clip[..., 1] == clip[..., 2]).all()
+    expected = gray.reshape(16, 4, 16, 4).mean(axis=(1, 3))
+    assert np.abs(clip[0, ..., 0] - expected).max() <= 2
+
+
+def test_backends_give_the_same_frames_on_the_demo_corpus(demo_corpus, tmp_path):
+    _, a = _prepare(demo_corpus, tmp_path / "pyav", frames=8, size=32, backend="pyav")
+    _, b = _prepare(demo_corpus, tmp_path / "decord", frames=8, size=32, backend="decord")
+    assert len(a) == len(b) > 0
+    for i in range(len(a)):
+        assert (a[i]["path"], a[i]["start"], a[i]["label"]) == (b[i]["path"], b[i]["start"], b[i]["label"])
+        assert _psnr(a[i]["video"], b[i]["video"]) > 35
+    idx_a = (tmp_path / "pyav" / "index.csv").read_text().splitlines()
+    idx_b = (tmp_path / "decord" / "index.csv").read_text().splitlines()
+    assert [r.split(",")[-1] for r in idx_a] == [r.split(",")[-1] for r in idx_b]  # timestamps

@@ -1,0 +1,72 @@
+"""Test videos written with PyAV: lossless ones whose frames can be checked pixel for pixel."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+STEP = 5  # colour step between consecutive frame ids
+
+
+def id_frame(index: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """A flat RGB frame whose colour encodes `index` (0 <= index < 51 * 51)."""
+    value = np.array([index % 51 * STEP, index // 51 * STEP, 200], dtype=np.uint8)
+    return np.broadcast_to(value, (height, width, 3)).copy()
+
+
+def frame_id(frame: np.ndarray) -> int:
+    """The index `id_frame` encoded in a (possibly resized) flat frame."""
+    r, g = (int(round(float(frame[..., c].mean()) / STEP)) for c in (0, 1))
+    return g * 51 + r
+
+
+def write_lossless(path: Path, frames, fps: int = 25, times_ms: list[int] | None = None,
+                   rotation: int | None = None, sar: Fraction | None = None) -> Path:
+    """Encode RGB frames losslessly (H.264 RGB, qp 0) into an MKV or MP4; optional explicit frame times
+    (a variable frame rate), display rotation and pixel aspect ratio."""
+    path = Path(path)
+    frames = list(frames)
+    with av.open(str(path), "w", format={".mp4": "mp4"}.get(path.suffix, "matroska")) as container:
+        stream = container.add_stream("libx264rgb", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "rgb24"
+        stream.options = {"qp": "0", "preset": "ultrafast"}
+        if times_ms is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        if sar is not None:
+            stream.codec_context.sample_aspect_ratio = sar
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for i, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            if times_ms is not None:
+                frame.pts, frame.time_base = times_ms[i], Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def decode_all(path: Path) -> list[np.ndarray]:
+    """Every frame of `path` as RGB, as PyAV decodes it (for checking test files themselves)."""
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=44100)
+        samples = int(44100 * seconds)
+        t = np.arange(samples) / 44100
+        tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        frame = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+        frame.sample_rate = 44100
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

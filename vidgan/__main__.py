@@ -1,0 +1,5 @@
+import sys
+
+from vidgan.cli import main
+
+sys.exit(main())

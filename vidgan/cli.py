@@ -1,0 +1,47 @@
+"""The `vidgan` command: one entry point, a subcommand per task. Heavy imports happen inside each
+subcommand, so `vidgan --help` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from data_tools.cli import add_prepare_parser, add_synth_parser
+
+
+def _add_info_parser(subparsers) -> None:
+    p = subparsers.add_parser("info", help="describe a prepared folder or a video file",
+                              description="Summarise a folder written by `vidgan prepare`, or probe a "
+                                          "video file the way `prepare` would read it.")
+    p.add_argument("path", type=Path, help="prepared folder or video file")
+    p.set_defaults(run=_run_info)
+
+
+def _run_info(args) -> int:
+    from data_tools.info import describe
+
+    try:
+        print(describe(args.path))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"vidgan info: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidgan", description="Video GANs: data, training, sampling.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_prepare_parser(subparsers)
+    add_synth_parser(subparsers)
+    _add_info_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
