@@ -26,9 +26,9 @@ def sniff_container(head: bytes) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"):
         return "avi"
     if head[4:8] == b"ftyp":
-        return None if head[8:12] in _IMAGE_BRANDS else "isobmff"
+        return None if head[8:12] in _IMAGE_BRANDS else "mp4/mov"
     if head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"):
-        return "quicktime"
+        return "mov"
     if head[:4] == b"\x1a\x45\xdf\xa3":
         return "matroska"
     if head[:3] == b"FLV":

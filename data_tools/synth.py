@@ -19,8 +19,9 @@ WIDTH, HEIGHT = 160, 120  # 4:3 like UCF-101, so the square crop matters
 
 def encode_video(path: Path, frames: Iterable[np.ndarray], fps: Fraction | int | float = 25,
                  codec: str = "libx264", pix_fmt: str = "yuv420p", options: dict | None = None,
-                 input_format: str = "rgb24") -> None:
-    """Encode `[H, W, 3]` uint8 RGB frames (or frames of `input_format`) into `path` with PyAV."""
+                 input_format: str = "rgb24", container_options: dict | None = None) -> None:
+    """Encode `[H, W, 3]` uint8 RGB frames (or frames of `input_format`) into `path` with PyAV;
+    `options` go to the encoder, `container_options` to the muxer (e.g. movflags)."""
     import av
 
     path = Path(path)
@@ -28,7 +29,7 @@ def encode_video(path: Path, frames: Iterable[np.ndarray], fps: Fraction | int |
     frames = iter(frames)
     first = next(frames)
     height, width = first.shape[:2]
-    with av.open(str(tmp), "w", format=_format_for(path)) as container:
+    with av.open(str(tmp), "w", format=_format_for(path), options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001 * 1000))
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.options = dict(options or {})

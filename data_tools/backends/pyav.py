@@ -11,6 +11,7 @@ import av
 import av.logging
 
 from data_tools.backends.base import DecodeError, SourceFrame, seconds
+from data_tools.discover import sniff_container
 from data_tools.geometry import normalise_rotation, square_crop
 
 # FFmpeg's own log lines (damaged macroblocks and the like) would tear through the progress bar;
@@ -84,15 +85,24 @@ def stream_sar(stream) -> Fraction:
 def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     """Open `path` and pick its video stream, with the reason spelled out when that is impossible."""
     path = str(path)
+    with open(path, "rb") as f:
+        kind = sniff_container(f.read(512))
     try:
         container = av.open(path, metadata_errors="ignore")
     except av.error.FFmpegError as e:
-        raise DecodeError(f"not a readable video ({e.strerror or e})", definitive=True) from None
+        why = e.strerror or str(e)
+        if kind is None:
+            raise DecodeError(f"not a video: content matches no video container (FFmpeg: {why})",
+                              definitive=True) from None
+        raise DecodeError(f"corrupt or truncated {kind} file (FFmpeg: {why})", definitive=True) from None
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams})
         container.close()
-        what = "audio only" if "audio" in kinds else ("no streams" if not kinds else "/".join(kinds))
-        raise DecodeError(f"no video stream ({what})", definitive=True)
+        if "audio" in kinds:
+            raise DecodeError("no video stream (audio only)", definitive=True)
+        if kind is not None:
+            raise DecodeError(f"corrupt or truncated {kind} file (no video stream found)", definitive=True)
+        raise DecodeError("not a video: no video stream", definitive=True)
     stream = container.streams.video[0]
     stream.codec_context.thread_count = 1  # one core per worker: parallelism comes from --workers
     return container, stream

@@ -1,0 +1,222 @@
+"""Broken input, resume after SIGKILL, determinism, discovery, split files and the command line."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from data_tools import PrepareError, PrepareOptions, default_out, prepare
+from data_tools.synth import encode_video, write_demo_corpus
+from videos import id_frame, write_audio_only, write_lossless
+
+
+def _tree_bytes(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def broken_corpus(tmp_path):
+    """Two good videos and one of every kind of broken file, in one class folder."""
+    src = tmp_path / "src"
+    good = write_demo_corpus(src, classes=1, videos_per_class=2, seconds=1.0)
+    folder = src / "class00"
+    mp4, avi = good[0].read_bytes(), good[1].read_bytes()
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "cut_index.mp4").write_bytes(mp4[: len(mp4) // 2])  # index (moov) lost
+    encode_video(folder / "fast.mp4", [id_frame(i, 64, 64) for i in range(50)], 25, "libx264", "yuv420p",
+                 {"threads": "1"}, container_options={"movflags": "+faststart"})
+    data = (folder / "fast.mp4").read_bytes()
+    (folder / "cut_data.mp4").write_bytes(data[: len(data) * 2 // 3])  # index intact, frames missing
+    (folder / "fast.mp4").unlink()
+    encode_video(folder / "long.avi", [id_frame(i, 64, 64) for i in range(50)], 25, "mpeg4", "yuv420p")
+    data = (folder / "long.avi").read_bytes()
+    (folder / "cut.avi").write_bytes(data[: len(data) * 2 // 3])
+    (folder / "long.avi").unlink()
+    (folder / "random.avi").write_bytes(np.random.default_rng(0).bytes(30000))
+    (folder / "notes.mp4").write_text("this is not a video\n" * 40)
+    write_audio_only(folder / "audio.mp4")
+    os.symlink(folder / "gone.mp4", folder / "dangling.mp4")  # unreadable, also for root
+    (folder / "classInd.txt").write_text("1 class00\n")  # not a video: ignored silently
+    return src
+
+
+EXPECTED_REASONS = {
+    "class00/empty.mp4": "empty file",
+    "class00/cut_index.mp4": "corrupt or truncated mp4/mov file",
+    "class00/cut_data.mp4": "corrupt or truncated data after",
+    "class00/cut.avi": "truncated: ",
+    "class00/random.avi": "not a video",
+    "class00/notes.mp4": "not a video",
+    "class00/audio.mp4": "no video stream (audio only)",
+    "class00/dangling.mp4": "unreadable",
+}
+
+
+def test_broken_files_are_reported_skipped_and_the_run_goes_on(broken_corpus, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("prepare", str(broken_corpus), "--out", str(out), "--frames", "8", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    skipped = {s["path"]: s["reason"] for s in json.loads((out / "skipped.json").read_text())}
+    assert skipped.keys() == EXPECTED_REASONS.keys()
+    for path, start in EXPECTED_REASONS.items():
+        assert skipped[path].startswith(start), (path, skipped[path])
+        assert f"{path}: {skipped[path]}" in result.stdout  # the summary says why
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["counts"]["read"] == 2 and meta["counts"]["clips"] == 2 * (25 // 8)
+
+
+def test_strict_fails_on_any_skipped_file(broken_corpus, tmp_path):
+    result = run_cli("prepare", str(broken_corpus), "--out", str(tmp_path / "out"), "--frames", "8",
+                     "--workers", "1", "--strict", "--quiet")
+    assert result.returncode == 1
+    assert "8 file(s) skipped (--strict)" in result.stderr
+
+
+def test_no_clip_at_all_is_an_error(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "bad.avi").write_bytes(b"RIFF0000AVI garbage")
+    result = run_cli("prepare", str(src), "--workers", "1", "--quiet")
+    assert result.returncode == 1 and "no clip was written" in result.stderr
+
+
+def test_output_is_identical_whatever_the_worker_count(demo_corpus, tmp_path):
+    for workers in (1, 2):
+        prepare(demo_corpus, tmp_path / f"w{workers}", PrepareOptions(frames=8, size=64, stride=4, workers=workers,
+                                                                      shard_mb=1), progress=False)
+    a, b = _tree_bytes(tmp_path / "w1"), _tree_bytes(tmp_path / "w2")
+    assert a.keys() == b.keys() and len([k for k in a if k.endswith(".npy")]) > 1
+    assert a == b
+
+
+def test_rerunning_a_finished_job_does_no_work(demo_corpus, tmp_path):
+    out = tmp_path / "out"
+    first = prepare(demo_corpus, out, PrepareOptions(frames=8, size=32, workers=1), progress=False)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    again = prepare(demo_corpus, out, PrepareOptions(frames=8, size=32, workers=1), progress=False)
+    assert again.already_done and again.frames_decoded == 0 and again.clips == first.clips
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
+    with pytest.raises(PrepareError, match="other videos or options"):
+        prepare(demo_corpus, out, PrepareOptions(frames=4, size=32, workers=1), progress=False)
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_dataset(tmp_path):
+    src = tmp_path / "src"
+    write_demo_corpus(src, classes=3, videos_per_class=4, seconds=4.0)
+    args = ["--frames", "8", "--size", "32", "--stride", "4", "--shard-mb", "1", "--workers", "2", "--quiet"]
+    reference = tmp_path / "reference"
+    started = time.perf_counter()
+    assert run_cli("prepare", str(src), "--out", str(reference), *args).returncode == 0
+    duration = time.perf_counter() - started
+    interrupted = 0
+    for i, fraction in enumerate((0.3, 0.45, 0.6, 0.75, 0.9)):
+        out = tmp_path / f"run{i}"
+        # a first kill, then a kill of the resumed run, then a run to the end
+        for delay in (fraction * duration, 0.5 * fraction * duration, None):
+            proc = subprocess.Popen([sys.executable, "-m", "vidgan", "prepare", str(src), "--out", str(out),
+                                     *args], start_new_session=True, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+            if delay is None:
+                assert proc.wait(timeout=300) == 0, proc.stderr.read()
+                continue
+            time.sleep(delay)
+            os.killpg(proc.pid, signal.SIGKILL)  # the main process and its workers
+            proc.wait()
+            interrupted += not (out / "meta.json").exists()
+        assert _tree_bytes(out) == _tree_bytes(reference)
+    assert interrupted >= 4  # most kills did land mid-run
+
+
+def test_videos_are_found_by_content_and_labelled_by_folder(tmp_path):
+    src = tmp_path / "src"
+    for cls in ("Zebra", "apple"):
+        (src / cls / "nested").mkdir(parents=True)
+    write_lossless(src / "Zebra" / "a.mkv", [id_frame(i) for i in range(8)])
+    write_lossless(src / "apple" / "nested" / "b.mkv", [id_frame(i) for i in range(8)])
+    shutil.copy(src / "Zebra" / "a.mkv", src / "Zebra" / "no_extension")  # found by its bytes
+    (src / "apple" / "readme.txt").write_text("notes")
+    (src / "apple" / "still.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    prepare(src, tmp_path / "out", PrepareOptions(frames=4, size=16, workers=1), progress=False)
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["classes"] == ["Zebra", "apple"]  # sorted as strings
+    rows = (tmp_path / "out" / "index.csv").read_text().splitlines()[1:]
+    assert sorted({(r.split(",")[0], r.split(",")[1]) for r in rows}) == [
+        ("Zebra/a.mkv", "0"), ("Zebra/no_extension", "0"), ("apple/nested/b.mkv", "1")]
+    assert json.loads((tmp_path / "out" / "skipped.json").read_text()) == []
+
+
+def test_flat_folder_is_one_class(tmp_path):
+    src = tmp_path / "clips"
+    src.mkdir()
+    write_lossless(src / "a.mkv", [id_frame(i) for i in range(8)])
+    prepare(src, tmp_path / "out", PrepareOptions(frames=4, size=16, workers=1), progress=False)
+    assert json.loads((tmp_path / "out" / "meta.json").read_text())["classes"] == ["clips"]
+
+
+def test_split_file_keeps_listed_videos_with_class_ind_labels(tmp_path):
+    src = tmp_path / "UCF-101"
+    for cls in ("ApplyEyeMakeup", "HandstandPushups", "Biking"):
+        (src / cls).mkdir(parents=True)
+        for g in (1, 2):
+            write_lossless(src / cls / f"v_{cls}_g0{g}_c01.mkv", [id_frame(i) for i in range(4)])
+    lists = tmp_path / "ucfTrainTestlist"
+    lists.mkdir()
+    # classInd's order is not alphabetical here, and the list spells a class in another case
+    (lists / "classInd.txt").write_text("1 HandstandPushups\n2 ApplyEyeMakeup\n3 Biking\n")
+    (lists / "trainlist01.txt").write_text(
+        "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.mkv 2\n"
+        "HandStandPushups/v_HandStandPushups_g02_c01.mkv 1\n"
+        "Biking/v_Biking_g09_c01.mkv 3\n")
+    result = run_cli("prepare", str(src), "--frames", "4", "--size", "16", "--workers", "1", "--quiet",
+                     "--split-file", str(lists / "trainlist01.txt"))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "UCF-101-t4-s16-trainlist01"
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["classes"] == ["HandstandPushups", "ApplyEyeMakeup", "Biking"]
+    rows = [r.split(",")[:2] for r in (out / "index.csv").read_text().splitlines()[1:]]
+    assert rows == [["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.mkv", "1"],
+                    ["HandstandPushups/v_HandstandPushups_g02_c01.mkv", "0"]]
+    skipped = json.loads((out / "skipped.json").read_text())
+    assert skipped == [{"path": "Biking/v_Biking_g09_c01.mkv",
+                        "reason": "listed in the split file but not found under SRC"}]
+
+
+def test_default_output_folder_is_beside_the_source(demo_corpus):
+    options = PrepareOptions(frames=8, size=32, stride=4, max_clips=2)
+    assert default_out(demo_corpus, options) == demo_corpus.parent / "videos-t8-s32-k4-m2"
+    assert default_out(Path("raw"), PrepareOptions()) == Path("videos-t16-s64").with_name("raw-t16-s64")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--frames", "0"], "--frames: must be >= 1"),
+    (["--fps", "abc"], "--fps: not a frame rate"),
+    (["--backend", "ffmpeg"], "invalid choice: 'ffmpeg'"),
+])
+def test_bad_options_fail_at_once_naming_the_option(tmp_path, args, message):
+    result = run_cli("prepare", str(tmp_path), *args)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_missing_source_folder_is_a_clear_error(tmp_path):
+    result = run_cli("prepare", str(tmp_path / "nowhere"))
+    assert result.returncode == 2 and "source folder not found" in result.stderr
+
+
+def test_info_describes_a_prepared_folder_and_a_video(demo_corpus, tmp_path):
+    out = tmp_path / "out"
+    prepare(demo_corpus, out, PrepareOptions(frames=8, size=32, workers=1), progress=False)
+    result = run_cli("info", str(out))
+    assert result.returncode == 0
+    assert "clips: 36 of [8, 32, 32, 3] uint8" in result.stdout and "class01: 12 clips" in result.stdout
+    video = sorted(demo_corpus.rglob("*.avi"))[0]
+    result = run_cli("info", str(video))
+    assert "codec: mpeg4" in result.stdout and "size: 160x120" in result.stdout
