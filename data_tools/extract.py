@@ -4,6 +4,7 @@ and decoding stops once the last wanted clip is complete."""
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Iterable, Iterator
@@ -55,32 +56,35 @@ def extract(
     write: Callable[[np.ndarray], None],
     stats: dict,
 ) -> Extracted:
-    """Feed the frames a clip needs to `write` (each `[S, S, 3]` uint8, in order) and plan the clips.
+    """Feed the frames of complete clips to `write` (each `[S, S, 3]` uint8, in order); plan the clips.
 
-    Frames written past the end of the last complete clip are reported through `stored_times` being
-    longer than needed; the caller truncates its output to `len(result.stored_times)` afterwards.
+    A needed frame waits, unconverted, until a clip that holds it is complete, so that the frames of
+    a video's unfinished last clip cost no conversion. At most T + K frames wait at any time.
     """
     result = Extracted()
     stored_ks: list[int] = []
     end = plan.end()
+    waiting: deque[tuple[int, SourceFrame]] = deque()  # needed output frames of no complete clip yet
     last_source: SourceFrame | None = None
     last_rgb: np.ndarray | None = None
     for k, frame in _output_frames(frames, fps):
         result.output_frames = k + 1
         if plan.is_needed(k):
-            if frame is not last_source:  # an upsampled source frame is converted once
-                last_source, last_rgb = frame, frame.convert()
+            waiting.append((k, frame))
+        complete = plan.covered(k + 1)
+        while waiting and waiting[0][0] < complete:
+            k_out, source = waiting.popleft()
+            if source is not last_source:  # an upsampled source frame is converted once
+                last_source, last_rgb = source, source.convert()
             write(last_rgb)
-            stored_ks.append(k)
-            result.stored_times.append(float(frame.time))
+            stored_ks.append(k_out)
+            result.stored_times.append(source.seconds)
         if end is not None and k + 1 >= end:
             result.stopped_early = True
             break
     result.decoded_frames = stats.get("decoded_frames", 0)
     result.clip_starts = plan.starts(result.output_frames)
     result.clip_offsets = [bisect.bisect_left(stored_ks, s) for s in result.clip_starts]
-    keep = result.clip_offsets[-1] + plan.frames if result.clip_starts else 0
-    del result.stored_times[keep:]
     return result
 
 

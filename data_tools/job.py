@@ -102,7 +102,6 @@ def run_task(task: VideoTask) -> dict:
             except BaseException:
                 writer.abort()
                 raise
-            writer.truncate(len(result.stored_times))
             writer.commit()
             record.update(status="ok", backend=name, decoded_frames=result.decoded_frames,
                           output_frames=result.output_frames, frames=len(result.stored_times),

@@ -23,12 +23,15 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from data_tools.discover import discover
 from data_tools.job import VideoTask, part_key, run_task, worker_init
@@ -171,6 +174,20 @@ def _versions() -> dict:
     return versions
 
 
+def _pool_context():
+    """`fork` where it is safe (a single-threaded parent on Linux): workers then start in
+    milliseconds with the decoders already imported. Otherwise `forkserver` (one fresh interpreter
+    that imports the decoders once, then forks the workers) or, where that does not exist, `spawn`."""
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["data_tools.job"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
 def _remove_temporaries(*folders: Path) -> None:
     for folder in folders:
         if folder.is_dir():
@@ -181,6 +198,10 @@ def _remove_temporaries(*folders: Path) -> None:
 def _load_json(path: Path):
     with open(path) as f:
         return json.load(f)
+
+
+class _ProgressBar(tqdm):
+    monitor_interval = 0  # no monitor thread: the process stays single-threaded, safe to fork
 
 
 class _ShardAssembler:
@@ -252,8 +273,6 @@ def _index_rows(shards: list[dict], frames: int) -> str:
 def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None = None,
             overwrite: bool = False, progress: bool = True, log=print) -> Summary:
     """Run `vidgan prepare`; see the module docstring for the output and the README for the options."""
-    from tqdm import tqdm
-
     options = options or PrepareOptions()
     src = Path(src)
     if not src.is_dir():
@@ -323,6 +342,8 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
             fps=None if options.fps is None else str(options.fps), max_clips=options.max_clips,
             backend=options.backend))
     index_of = {v.rel_path: i for i, v in enumerate(videos)}
+    # Largest files first, so that no worker is left decoding a long video alone at the end.
+    tasks.sort(key=lambda t: -videos[index_of[t.rel_path]].size)
     frame_shape = (options.size, options.size, 3)
     assembler = _ShardAssembler(out, parts, videos, covered, len(committed), frame_shape,
                                 options.shard_mb * 2**20)
@@ -330,13 +351,12 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
     started = time.perf_counter()
     decoded = 0
     workers = min(options.workers or os.cpu_count() or 1, max(1, len(tasks)))
-    bar = tqdm(total=len(videos), initial=len(videos) - len(tasks), unit="video", disable=not progress,
+    pool = _pool_context().Pool(workers, initializer=worker_init) if workers > 1 else None
+    bar = _ProgressBar(total=len(videos), initial=len(videos) - len(tasks), unit="video", disable=not progress,
                dynamic_ncols=True, desc="prepare")
-    pool = None
     try:
         assembler.feed(ready)
-        if workers > 1:
-            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=worker_init)
+        if pool is not None:
             results = pool.imap_unordered(run_task, tasks, chunksize=1)
         else:
             results = map(run_task, tasks)

@@ -39,6 +39,15 @@ class ClipPlan:
             return None
         return (self.max_clips - 1) * self.stride + self.frames
 
+    def covered(self, num_output_frames: int) -> int:
+        """Output frames up to the end of the last clip complete within that many output frames."""
+        if num_output_frames < self.frames:
+            return 0
+        last = (num_output_frames - self.frames) // self.stride
+        if self.max_clips is not None:
+            last = min(last, self.max_clips - 1)
+        return last * self.stride + self.frames
+
     def starts(self, num_output_frames: int) -> list[int]:
         """First output-frame index of every complete clip of a video of that many output frames."""
         if num_output_frames < self.frames:

@@ -62,6 +62,26 @@ def npy_header(shape: tuple[int, ...], dtype: str = "|u1") -> bytes:
     return prefix + len(text).to_bytes(2, "little") + text
 
 
+def _copy_range(src: Path, offset: int, dst, size: int) -> None:
+    """Append `size` bytes of file `src` from `offset` to the open file `dst`, inside the kernel
+    where it can (no copy through Python)."""
+    dst.flush()
+    end = os.fstat(dst.fileno()).st_size
+    with open(src, "rb", buffering=0) as f:
+        done = 0
+        try:
+            while done < size:
+                n = os.copy_file_range(f.fileno(), dst.fileno(), size - done, offset + done, end + done)
+                if n == 0:
+                    raise OSError("copy_file_range copied nothing")
+                done += n
+        except (AttributeError, OSError):  # not Linux, or a file system that refuses it
+            f.seek(offset + done)
+            dst.seek(end + done)
+            shutil.copyfileobj(f, dst, 16 * 2**20)
+    dst.seek(0, os.SEEK_END)
+
+
 class FrameFileWriter:
     """Appends uint8 frames `[S, S, 3]` to a temporary `.npy`; `commit()` sets the shape and renames.
 
@@ -110,21 +130,12 @@ class FrameFileWriter:
         with open(path, "rb") as src:
             header = src.read(NPY_HEADER_BYTES)
             size = os.fstat(src.fileno()).st_size - NPY_HEADER_BYTES
-            frames, rest = divmod(size, self.frame_bytes)
-            if rest or header[:6] != b"\x93NUMPY":
-                raise ValueError(f"{path} is not a frame file of shape [F, {self.frame_shape}]")
-            self.file.flush()
-            shutil.copyfileobj(src, self.file, 16 * 2**20)
+        frames, rest = divmod(size, self.frame_bytes)
+        if rest or header[:6] != b"\x93NUMPY":
+            raise ValueError(f"{path} is not a frame file of shape [F, {self.frame_shape}]")
+        _copy_range(path, NPY_HEADER_BYTES, self.file, size)
         self.count += frames
         return frames
-
-    def truncate(self, count: int) -> None:
-        """Keep only the first `count` frames written."""
-        if count < self.count:
-            self._flush()
-            self.count = count
-            self.file.truncate(NPY_HEADER_BYTES + count * self.frame_bytes)
-            self.file.seek(0, os.SEEK_END)
 
     def commit(self) -> None:
         self._flush()

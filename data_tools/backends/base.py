@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable
 
@@ -22,14 +21,40 @@ class DecodeError(Exception):
         self.definitive = definitive
 
 
-@dataclass
 class SourceFrame:
-    """One decoded frame in display order: its time, how long it is shown, and a lazy conversion to
-    the output `[S, S, 3]` uint8 RGB that runs only if some clip needs the frame."""
+    """One decoded frame in display order: when it is shown, for how long, and a lazy conversion to
+    the output `[S, S, 3]` uint8 RGB that runs only if a complete clip needs the frame.
 
-    time: Fraction  # presentation time in seconds
-    duration: Fraction | None  # display duration in seconds, when the file says it
-    convert: Callable[[], np.ndarray]
+    Times are exact fractions of a second, computed from the integer timestamp only when asked for
+    (most frames of a run without `--fps` never need them).
+    """
+
+    __slots__ = ("convert", "_pts", "_duration_ticks", "_time_base", "_time", "_duration")
+
+    def __init__(self, convert: Callable[[], np.ndarray], pts: int, time_base: Fraction,
+                 duration_ticks: int | None = None, duration: Fraction | None = None):
+        self.convert = convert
+        self._pts, self._time_base = pts, time_base
+        self._duration_ticks, self._duration = duration_ticks, duration
+        self._time: Fraction | None = None
+
+    @property
+    def time(self) -> Fraction:
+        """Presentation time in seconds."""
+        if self._time is None:
+            self._time = seconds(self._pts, self._time_base)
+        return self._time
+
+    @property
+    def seconds(self) -> float:
+        return self._pts * float(self._time_base)
+
+    @property
+    def duration(self) -> Fraction | None:
+        """How long the frame is shown, in seconds, when the file says it."""
+        if self._duration is None and self._duration_ticks:
+            self._duration = seconds(self._duration_ticks, self._time_base)
+        return self._duration
 
 
 def seconds(value: int, time_base: Fraction) -> Fraction:

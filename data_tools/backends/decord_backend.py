@@ -92,4 +92,5 @@ def iter_frames(path: str | Path, size: int, stats: dict) -> Iterator[SourceFram
     for index in range(count):
         start, end = _seconds(times[index, 0]), _seconds(times[index, 1])
         stats["decoded_frames"] = index + 1
-        yield SourceFrame(start, end - start if end > start else None, make_convert(index))
+        yield SourceFrame(make_convert(index), start.numerator, Fraction(1, start.denominator),
+                          duration=end - start if end > start else None)

@@ -10,7 +10,7 @@ from typing import Iterator
 import av
 import av.logging
 
-from data_tools.backends.base import DecodeError, SourceFrame, seconds
+from data_tools.backends.base import DecodeError, SourceFrame
 from data_tools.discover import sniff_container
 from data_tools.geometry import normalise_rotation, square_crop
 
@@ -55,8 +55,9 @@ class _FrameConverter:
             sar = 1 / sar if sar else sar
         box = square_crop(width, height, sar)
         sx, sy = _chroma_shift(fmt_name)
-        if (box.x | box.width) % (1 << sx) or (box.y | box.height) % (1 << sy):
-            # A crop of subsampled chroma moves by whole chroma samples: go to 4:4:4 first.
+        if box.x % (1 << sx) or box.y % (1 << sy):
+            # Subsampled chroma can only start on a whole chroma sample: go to 4:4:4 first. (An odd
+            # width or height is fine: the last chroma sample simply covers one luma column more.)
             chain.append(graph.add("format", "gbrp16le" if _depth(fmt_name) > 8 else "gbrp"))
         chain.append(graph.add("crop", f"{box.width}:{box.height}:{box.x}:{box.y}:exact=1"))
         chain.append(graph.add("scale", f"{size}:{size}:flags=area"))
@@ -117,7 +118,7 @@ def iter_frames(path: str | Path, size: int, stats: dict) -> Iterator[SourceFram
     stats["declared_frames"] = int(stream.frames or 0)
     sar = stream_sar(stream)
     converter: _FrameConverter | None = None
-    last_time: Fraction | None = None
+    last_pts: int | None = None
     decoded = 0
 
     def make_convert(frame):
@@ -142,15 +143,16 @@ def iter_frames(path: str | Path, size: int, stats: dict) -> Iterator[SourceFram
                     definitive=True,
                 ) from None
             decoded += 1
+            frame_base = frame.time_base or time_base
             if frame.pts is not None:
-                time = seconds(frame.pts, frame.time_base or time_base)
-            elif last_time is not None and nominal is not None:
-                time = last_time + nominal
+                pts = frame.pts
+            elif last_pts is not None and nominal is not None:  # no timestamp: one nominal step on
+                pts = last_pts + max(1, round(nominal / frame_base))
             else:
-                time = Fraction(0)
-            duration = seconds(frame.duration, frame.time_base or time_base) if frame.duration else nominal
-            last_time = time
+                pts = 0
+            last_pts = pts
             stats["decoded_frames"] = decoded
-            yield SourceFrame(time, duration, make_convert(frame))
+            yield SourceFrame(make_convert(frame), pts, frame_base, frame.duration or None,
+                              None if frame.duration else nominal)
     finally:
         container.close()

@@ -1,0 +1,163 @@
+"""Throughput of `vidgan prepare` against the best raw decode chains, on the same files in one run.
+
+    python benchmarks/bench_prepare.py ../shared/bench-corpus [--size 64] [--repeat 3] [--rss]
+
+Chains, each over every video of DIR, best of --repeat rounds (the chains take turns):
+  raw PyAV   PyAV decode (1 thread) + one FFmpeg filter graph: crop, scale (area), rgb24; no writing
+  raw decord decord decode with decoder-side resize to the short side S, numpy centre crop; no writing
+  prepare    `vidgan prepare` with 1 and with 2 workers, everything included (process start, shards,
+             index), into a fresh folder each time
+With --rss, also the peak resident memory of a 1-worker `prepare` of a synthetic 1080p60 H.264 video
+of two lengths (it must stay flat in the video's length).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def raw_pyav(paths: list[Path], size: int) -> int:
+    import av
+
+    frames = 0
+    for path in paths:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1
+            graph = None
+            for frame in container.decode(stream):
+                if graph is None:
+                    side = min(frame.width, frame.height)
+                    graph = av.filter.Graph()
+                    chain = [graph.add_buffer(template=stream),
+                             graph.add("crop", f"{side}:{side}:{(frame.width - side) // 2}:"
+                                               f"{(frame.height - side) // 2}"),
+                             graph.add("scale", f"{size}:{size}:flags=area"),
+                             graph.add("format", "rgb24"), graph.add("buffersink")]
+                    for a, b in zip(chain, chain[1:]):
+                        a.link_to(b)
+                    graph.configure()
+                graph.vpush(frame)
+                graph.vpull().to_ndarray()
+                frames += 1
+    return frames
+
+
+def raw_decord(paths: list[Path], size: int) -> int:
+    import decord
+
+    frames = 0
+    for path in paths:
+        probe = decord.VideoReader(str(path), num_threads=1)
+        h, w = probe[0].shape[:2]
+        del probe
+        scale = size / min(h, w)
+        rw, rh = max(size, round(w * scale)), max(size, round(h * scale))
+        reader = decord.VideoReader(str(path), width=rw, height=rh, num_threads=1)
+        y, x = (rh - size) // 2, (rw - size) // 2
+        for start in range(0, len(reader), 64):
+            batch = reader.get_batch(list(range(start, min(len(reader), start + 64)))).asnumpy()
+            np.ascontiguousarray(batch[:, y : y + size, x : x + size])
+            frames += len(batch)
+    return frames
+
+
+def run_prepare(src: Path, size: int, workers: int) -> tuple[int, float]:
+    """Frames decoded and seconds of one `prepare` into a fresh folder (its deletion not timed)."""
+    from data_tools import PrepareOptions, prepare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        summary = prepare(src, Path(tmp) / "out", PrepareOptions(size=size, workers=workers), progress=False)
+        return summary.frames_decoded, time.perf_counter() - started
+
+
+def best_rates(chains: list, repeat: int) -> list[tuple[float, int]]:
+    """Best frames/s of each chain over `repeat` rounds; the chains take turns within a round, so
+    that a slow spell of this shared machine hits all of them alike."""
+    best = [(0.0, 0)] * len(chains)
+    for _ in range(repeat):
+        for i, fn in enumerate(chains):
+            started = time.perf_counter()
+            result = fn()
+            frames, seconds = result if isinstance(result, tuple) else (result, time.perf_counter() - started)
+            best[i] = max(best[i], (frames / seconds, frames))
+    return best
+
+
+def make_1080p60(path: Path, seconds: float) -> None:
+    from data_tools.synth import encode_video
+
+    def frames():
+        yy, xx = np.mgrid[0:1080, 0:1920]
+        base = ((xx // 8 + yy // 8) % 2 * 60 + 80).astype(np.uint8)
+        for t in range(int(seconds * 60)):
+            frame = np.repeat(base[..., None], 3, axis=2)
+            x = (t * 13) % 1700
+            frame[400:700, x : x + 200] = (230, 60, 40)
+            yield frame
+
+    encode_video(path, frames(), 60, "libx264", "yuv420p", {"preset": "ultrafast", "crf": "28"})
+
+
+def peak_rss_mb(video_dir: Path, size: int) -> float:
+    code = ("import sys; from pathlib import Path; from data_tools import PrepareOptions, prepare; "
+            f"prepare(Path(sys.argv[1]), Path(sys.argv[2]), PrepareOptions(size={size}, workers=1), "
+            "progress=False)")
+    with tempfile.TemporaryDirectory() as tmp:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run([sys.executable, "-c", code, str(video_dir), str(Path(tmp) / "out")], check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if after <= before:
+        raise RuntimeError("peak RSS of the child not larger than an earlier child's: run --rss alone")
+    return after / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dir", type=Path, help="folder of videos (e.g. ../shared/bench-corpus)")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rss", action="store_true", help="also measure peak RSS on 1080p60 videos")
+    args = parser.parse_args()
+
+    from data_tools.discover import discover
+
+    paths = [args.dir / v.rel_path for v in discover(args.dir).videos]
+    print(f"{len(paths)} videos in {args.dir}, {os.cpu_count()} CPU cores, S={args.size}, "
+          f"best of {args.repeat}\n")
+    names = ["raw PyAV chain (decode + filter graph)", "raw decord (decoder-side resize)",
+             "vidgan prepare, 1 worker", "vidgan prepare, 2 workers"]
+    chains = [lambda: raw_pyav(paths, args.size), lambda: raw_decord(paths, args.size),
+              lambda: run_prepare(args.dir, args.size, 1), lambda: run_prepare(args.dir, args.size, 2)]
+    rows = [(name, *rate) for name, rate in zip(names, best_rates(chains, args.repeat))]
+    base = rows[0][1]
+    print("| chain | frames | frames/s | × raw PyAV |")
+    print("|---|---|---|---|")
+    for name, rate, frames in rows:
+        print(f"| {name} | {frames} | {rate:,.0f} | {rate / base:.2f} |")
+    print(f"\nprepare 2 workers / 1 worker: {rows[3][1] / rows[2][1]:.2f}×")
+    print(f"prepare 1 worker / raw PyAV chain: {rows[2][1] / base:.2f}×")
+
+    if args.rss:
+        print("\n| 1080p60 H.264 input | peak RSS of `prepare` (1 worker) |")
+        print("|---|---|")
+        with tempfile.TemporaryDirectory() as tmp:
+            for seconds in (10, 40):
+                folder = Path(tmp) / f"len{seconds}"
+                folder.mkdir()
+                make_1080p60(folder / "long.mp4", seconds)
+                print(f"| {seconds} s ({seconds * 60} frames) | {peak_rss_mb(folder, args.size):.0f} MB |")
+
+
+if __name__ == "__main__":
+    main()
