@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -109,17 +108,18 @@ def make_1080p60(path: Path, seconds: float) -> None:
     encode_video(path, frames(), 60, "libx264", "yuv420p", {"preset": "ultrafast", "crf": "28"})
 
 
-def peak_rss_mb(video_dir: Path, size: int) -> float:
-    code = ("import sys; from pathlib import Path; from data_tools import PrepareOptions, prepare; "
+def peak_rss_mb(video_dir: Path, size: int) -> tuple[float, float]:
+    """Peak RSS (MB) of the main process and of its decode worker, for a 1-worker `prepare`."""
+    code = ("import resource, sys; from pathlib import Path; from data_tools import PrepareOptions, prepare; "
             f"prepare(Path(sys.argv[1]), Path(sys.argv[2]), PrepareOptions(size={size}, workers=1), "
-            "progress=False)")
+            "progress=False); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     with tempfile.TemporaryDirectory() as tmp:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        subprocess.run([sys.executable, "-c", code, str(video_dir), str(Path(tmp) / "out")], check=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if after <= before:
-        raise RuntimeError("peak RSS of the child not larger than an earlier child's: run --rss alone")
-    return after / 1024
+        result = subprocess.run([sys.executable, "-c", code, str(video_dir), str(Path(tmp) / "out")],
+                                check=True, capture_output=True, text=True)
+    main_kb, worker_kb = map(int, result.stdout.split()[-2:])
+    return main_kb / 1024, worker_kb / 1024
 
 
 def main() -> None:
@@ -149,14 +149,15 @@ def main() -> None:
     print(f"prepare 1 worker / raw PyAV chain: {rows[2][1] / base:.2f}×")
 
     if args.rss:
-        print("\n| 1080p60 H.264 input | peak RSS of `prepare` (1 worker) |")
-        print("|---|---|")
+        print("\n| 1080p60 H.264 input | peak RSS, main process | peak RSS, decode worker |")
+        print("|---|---|---|")
         with tempfile.TemporaryDirectory() as tmp:
             for seconds in (10, 40):
                 folder = Path(tmp) / f"len{seconds}"
                 folder.mkdir()
                 make_1080p60(folder / "long.mp4", seconds)
-                print(f"| {seconds} s ({seconds * 60} frames) | {peak_rss_mb(folder, args.size):.0f} MB |")
+                main_mb, worker_mb = peak_rss_mb(folder, args.size)
+                print(f"| {seconds} s ({seconds * 60} frames) | {main_mb:.0f} MB | {worker_mb:.0f} MB |")
 
 
 if __name__ == "__main__":

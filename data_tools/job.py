@@ -79,9 +79,7 @@ def _readable_problem(path: Path) -> str | None:
 def run_task(task: VideoTask) -> dict:
     """Decode one video into its part and return its record (also written as `<key>.json`)."""
     parts = Path(task.parts_dir)
-    record = {"path": task.rel_path, "label": task.label, "status": "skipped", "reason": None,
-              "backend": None, "decoded_frames": 0, "output_frames": 0, "clips": [], "times": [],
-              "frames": 0}
+    record = _empty_record(task, None)
     plan = ClipPlan(task.frames, task.stride, task.max_clips)
     fps = Fraction(task.fps) if task.fps else None
     problem = _readable_problem(Path(task.source))
@@ -113,6 +111,19 @@ def run_task(task: VideoTask) -> dict:
     else:
         record["reason"] = problem
     atomic_write_json(parts / f"{task.key}.json", record, durable=False)
+    return record
+
+
+def _empty_record(task: VideoTask, reason: str) -> dict:
+    return {"path": task.rel_path, "label": task.label, "status": "skipped", "reason": reason,
+            "backend": None, "decoded_frames": 0, "output_frames": 0, "clips": [], "times": [],
+            "frames": 0}
+
+
+def record_crash(task: VideoTask) -> dict:
+    """The record of a video whose decoding killed its worker process (written like any other)."""
+    record = _empty_record(task, "the decoder crashed on this file (its worker process died)")
+    atomic_write_json(Path(task.parts_dir) / f"{task.key}.json", record, durable=False)
     return record
 
 

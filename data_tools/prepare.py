@@ -20,11 +20,8 @@ import csv
 import hashlib
 import io
 import json
-import multiprocessing
 import os
 import shutil
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -34,7 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from data_tools.discover import discover
-from data_tools.job import VideoTask, part_key, run_task, worker_init
+from data_tools.job import VideoTask, part_key
+from data_tools.workers import run_tasks
 from data_tools.storage import NPY_HEADER_BYTES, FrameFileWriter, atomic_write_json, atomic_write_text
 
 FORMAT = "vidgan-clips/1"
@@ -172,20 +170,6 @@ def _versions() -> dict:
     except ImportError:
         versions["decord"] = None
     return versions
-
-
-def _pool_context():
-    """`fork` where it is safe (a single-threaded parent on Linux): workers then start in
-    milliseconds with the decoders already imported. Otherwise `forkserver` (one fresh interpreter
-    that imports the decoders once, then forks the workers) or, where that does not exist, `spawn`."""
-    methods = multiprocessing.get_all_start_methods()
-    if sys.platform.startswith("linux") and threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    if "forkserver" in methods:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["data_tools.job"])
-        return context
-    return multiprocessing.get_context("spawn")
 
 
 def _remove_temporaries(*folders: Path) -> None:
@@ -351,16 +335,11 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
     started = time.perf_counter()
     decoded = 0
     workers = min(options.workers or os.cpu_count() or 1, max(1, len(tasks)))
-    pool = _pool_context().Pool(workers, initializer=worker_init) if workers > 1 else None
-    bar = _ProgressBar(total=len(videos), initial=len(videos) - len(tasks), unit="video", disable=not progress,
-               dynamic_ncols=True, desc="prepare")
+    bar = _ProgressBar(total=len(videos), initial=len(videos) - len(tasks), unit="video",
+                       disable=not progress, dynamic_ncols=True, desc="prepare")
     try:
         assembler.feed(ready)
-        if pool is not None:
-            results = pool.imap_unordered(run_task, tasks, chunksize=1)
-        else:
-            results = map(run_task, tasks)
-        for record in results:
+        for record in run_tasks(tasks, workers):
             decoded += record["decoded_frames"]
             if record["status"] != "ok":
                 bar.write(f"skipped {record['path']}: {record['reason']}")
@@ -369,16 +348,10 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
             bar.update(1)
             elapsed = time.perf_counter() - started
             bar.set_postfix_str(f"{decoded / max(elapsed, 1e-9):.0f} frames/s")
-        if pool is not None:
-            pool.close()
-            pool.join()
-            pool = None
     except BaseException:
         assembler.abort()
         raise
     finally:
-        if pool is not None:
-            pool.terminate()
         bar.close()
 
     shards = committed + assembler.committed

@@ -26,3 +26,13 @@ def run_cli(*args: str, timeout: float = 300, **kwargs):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-m", "vidgan", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, **kwargs)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA; without it they are skipped, visibly."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -220,3 +220,32 @@ def test_info_describes_a_prepared_folder_and_a_video(demo_corpus, tmp_path):
     video = sorted(demo_corpus.rglob("*.avi"))[0]
     result = run_cli("info", str(video))
     assert "codec: mpeg4" in result.stdout and "size: 160x120" in result.stdout
+
+
+def _crash_on_marked(task):
+    """A worker body that dies like a segfaulting decoder on videos named `*crash*`."""
+    from data_tools.job import run_task
+
+    if "crash" in task.rel_path:
+        import faulthandler
+
+        faulthandler.disable()  # die quietly: pytest's fault handler would print a traceback
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return run_task(task)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses the fork start method")
+def test_a_crashing_decoder_takes_down_only_its_video(demo_corpus, tmp_path, monkeypatch):
+    import multiprocessing
+
+    from data_tools import workers
+
+    src = tmp_path / "src"
+    shutil.copytree(demo_corpus, src)
+    shutil.copy(next(src.rglob("*.mp4")), src / "class01" / "crash_me.mp4")
+    monkeypatch.setattr(workers, "run_task", _crash_on_marked)
+    monkeypatch.setattr(workers, "pool_context", lambda: multiprocessing.get_context("fork"))
+    summary = prepare(src, tmp_path / "out", PrepareOptions(frames=8, size=16, workers=2), progress=False)
+    assert summary.skipped == [("class01/crash_me.mp4",
+                                "the decoder crashed on this file (its worker process died)")]
+    assert summary.read == 6 and summary.clips == 36

@@ -124,9 +124,12 @@ def iter_frames(path: str | Path, size: int, stats: dict) -> Iterator[SourceFram
     def make_convert(frame):
         def convert():
             nonlocal converter
-            if converter is None or converter.key != _FrameConverter.key_of(frame, sar):
-                converter = _FrameConverter(frame, sar, size, time_base)
-            return converter(frame)
+            try:
+                if converter is None or converter.key != _FrameConverter.key_of(frame, sar):
+                    converter = _FrameConverter(frame, sar, size, time_base)
+                return converter(frame)
+            except (av.error.FFmpegError, ValueError) as e:  # e.g. a pixel format FFmpeg can't convert
+                raise DecodeError(f"PyAV cannot convert {frame.format.name} frames ({e})") from None
 
         return convert
 
@@ -138,10 +141,11 @@ def iter_frames(path: str | Path, size: int, stats: dict) -> Iterator[SourceFram
             except StopIteration:
                 break
             except av.error.FFmpegError as e:
-                raise DecodeError(
-                    f"corrupt or truncated data after {decoded} frames ({e.strerror or e})",
-                    definitive=True,
-                ) from None
+                why = e.strerror or str(e)
+                if decoded == 0:  # perhaps a codec this FFmpeg build lacks: let decord try
+                    raise DecodeError(f"PyAV cannot decode the video stream ({why})") from None
+                raise DecodeError(f"corrupt or truncated data after {decoded} frames ({why})",
+                                  definitive=True) from None
             decoded += 1
             frame_base = frame.time_base or time_base
             if frame.pts is not None:
