@@ -87,8 +87,15 @@ class Discovery:
 
 
 def _walk_files(src: Path) -> list[Path]:
+    """Every non-hidden file under `src`, following symlinked folders once (no loops)."""
     found = []
+    seen: set[tuple[int, int]] = set()
     for root, dirs, files in os.walk(src, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith("."):

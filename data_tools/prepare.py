@@ -100,7 +100,9 @@ def default_out(src: Path, options: PrepareOptions) -> Path:
     `vidgan prepare ./UCF-101` → `./UCF-101-t16-s64`.
     """
     src = Path(src)
-    name = src.resolve().name or "videos"
+    if src.name in ("", ".", ".."):  # `vidgan prepare .` writes beside the folder, not into it
+        src = src.resolve()
+    name = src.name or "videos"
     parts = [name, f"t{options.frames}", f"s{options.size}"]
     if options.clip_stride != options.frames:
         parts.append(f"k{options.clip_stride}")

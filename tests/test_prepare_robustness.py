@@ -193,7 +193,21 @@ def test_split_file_keeps_listed_videos_with_class_ind_labels(tmp_path):
 def test_default_output_folder_is_beside_the_source(demo_corpus):
     options = PrepareOptions(frames=8, size=32, stride=4, max_clips=2)
     assert default_out(demo_corpus, options) == demo_corpus.parent / "videos-t8-s32-k4-m2"
-    assert default_out(Path("raw"), PrepareOptions()) == Path("videos-t16-s64").with_name("raw-t16-s64")
+    assert default_out(Path("raw"), PrepareOptions()) == Path("raw-t16-s64")
+    assert default_out(demo_corpus / ".", PrepareOptions()) == demo_corpus.parent / "videos-t16-s64"
+
+
+def test_symlinked_folders_are_followed_once(tmp_path):
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    write_lossless(src / "a" / "v.mkv", [id_frame(i) for i in range(4)])
+    os.symlink(src, src / "a" / "loop")  # a cycle
+    os.symlink(src / "a", src / "b")  # the same folder again: its videos are not read twice
+    os.symlink(src / "a" / "v.mkv", src / "a" / "w.mkv")  # a linked file is a video like any other
+    from data_tools.discover import discover
+
+    found = discover(src)
+    assert [v.rel_path for v in found.videos] == ["a/v.mkv", "a/w.mkv"]
 
 
 @pytest.mark.parametrize("args, message", [

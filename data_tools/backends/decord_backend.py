@@ -19,11 +19,10 @@ from data_tools.geometry import AreaResizer, normalise_rotation, square_crop
 
 
 def available() -> bool:
-    try:
-        import decord  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether decord is installed (checked without importing it: the import costs 0.3 s)."""
+    import importlib.util
+
+    return importlib.util.find_spec("decord") is not None
 
 
 def _display_info(path: str) -> tuple[int, Fraction, bool, tuple[int, int]]:
