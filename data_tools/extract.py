@@ -58,25 +58,37 @@ def extract(
 ) -> Extracted:
     """Feed the frames of complete clips to `write` (each `[S, S, 3]` uint8, in order); plan the clips.
 
-    A needed frame waits, unconverted, until a clip that holds it is complete, so that the frames of
-    a video's unfinished last clip cost no conversion. At most T + K frames wait at any time.
+    A needed frame is converted at once (while its pixels are still in the CPU cache) when the frame
+    count the container declares says its clip will be complete; otherwise it waits, unconverted,
+    until a clip that holds it is complete, so that the frames of a video's unfinished last clip cost
+    no conversion. Either way only frames of complete clips are written, and at most T + K frames
+    wait at any time.
     """
     result = Extracted()
     stored_ks: list[int] = []
     end = plan.end()
-    waiting: deque[tuple[int, SourceFrame]] = deque()  # needed output frames of no complete clip yet
+    waiting: deque[list] = deque()  # [k, source, rgb or None]: needed, in no complete clip yet
     last_source: SourceFrame | None = None
     last_rgb: np.ndarray | None = None
+    expected = None  # frames sure to be in complete clips, if the declared frame count is right
+
+    def rgb_of(source: SourceFrame) -> np.ndarray:
+        nonlocal last_source, last_rgb
+        if source is not last_source:  # an upsampled source frame is converted once
+            last_source, last_rgb = source, source.convert()
+        return last_rgb
+
     for k, frame in _output_frames(frames, fps):
+        if expected is None:
+            declared = stats.get("declared_frames", 0)
+            expected = plan.covered(declared) if fps is None and declared > 0 else 0
         result.output_frames = k + 1
         if plan.is_needed(k):
-            waiting.append((k, frame))
+            waiting.append([k, frame, rgb_of(frame) if k < expected else None])
         complete = plan.covered(k + 1)
         while waiting and waiting[0][0] < complete:
-            k_out, source = waiting.popleft()
-            if source is not last_source:  # an upsampled source frame is converted once
-                last_source, last_rgb = source, source.convert()
-            write(last_rgb)
+            k_out, source, rgb = waiting.popleft()
+            write(rgb if rgb is not None else rgb_of(source))
             stored_ks.append(k_out)
             result.stored_times.append(source.seconds)
         if end is not None and k + 1 >= end:

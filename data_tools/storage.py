@@ -89,18 +89,16 @@ class FrameFileWriter:
     file that the next run deletes.
     """
 
-    buffer_bytes = 8 * 2**20  # frames are gathered into writes of this size
+    buffer_bytes = 8 * 2**20  # frames are gathered into writes of this size (bytes)
 
     def __init__(self, path: Path, frame_shape: tuple[int, ...], durable: bool = True):
         self.path = Path(path)
         self.durable = durable
-        self.pending: list[bytes] = []
-        self.pending_bytes = 0
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.frame_shape = tuple(frame_shape)
         self.frame_bytes = int(np.prod(frame_shape))
         self.count = 0
-        self.file = open(self.tmp, "wb")
+        self.file = open(self.tmp, "wb", buffering=self.buffer_bytes)
         self.file.write(npy_header((0, *self.frame_shape)))
 
     def write(self, frames: np.ndarray) -> None:
@@ -110,23 +108,11 @@ class FrameFileWriter:
             frames = frames[None]
         if frames.shape[1:] != self.frame_shape:
             raise ValueError(f"frame shape {frames.shape[1:]} != {self.frame_shape}")
-        self._append(frames.tobytes(), len(frames))
-
-    def _append(self, data: bytes, frames: int) -> None:
-        self.pending.append(data)
-        self.pending_bytes += len(data)
-        self.count += frames
-        if self.pending_bytes >= self.buffer_bytes:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self.pending:
-            self.file.write(b"".join(self.pending))
-            self.pending, self.pending_bytes = [], 0
+        self.file.write(frames.data)
+        self.count += len(frames)
 
     def append_npy(self, path: Path) -> int:
         """Append the frames of a `.npy` written by another FrameFileWriter; returns their number."""
-        self._flush()
         with open(path, "rb") as src:
             header = src.read(NPY_HEADER_BYTES)
             size = os.fstat(src.fileno()).st_size - NPY_HEADER_BYTES
@@ -138,7 +124,6 @@ class FrameFileWriter:
         return frames
 
     def commit(self) -> None:
-        self._flush()
         self.file.seek(0)
         self.file.write(npy_header((self.count, *self.frame_shape)))
         self.file.flush()

@@ -34,7 +34,7 @@ class SourceFrame:
     def __init__(self, convert: Callable[[], np.ndarray], pts: int, time_base: Fraction,
                  duration_ticks: int | None = None, duration: Fraction | None = None):
         self.convert = convert
-        self._pts, self._time_base = pts, time_base
+        self._pts, self._time_base = pts, time_base  # time_base: one Fraction shared by a stream
         self._duration_ticks, self._duration = duration_ticks, duration
         self._time: Fraction | None = None
 
@@ -47,7 +47,8 @@ class SourceFrame:
 
     @property
     def seconds(self) -> float:
-        return self._pts * float(self._time_base)
+        tb = self._time_base
+        return self._pts * tb.numerator / tb.denominator
 
     @property
     def duration(self) -> Fraction | None:

@@ -115,6 +115,7 @@ def iter_frames(path: str | Path, size: int, stats: dict) -> Iterator[SourceFram
     time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     nominal = 1 / Fraction(rate) if rate else None
+    step = max(1, round(nominal / time_base)) if nominal else None  # nominal interval in ticks
     stats["declared_frames"] = int(stream.frames or 0)
     sar = stream_sar(stream)
     converter: _FrameConverter | None = None
@@ -147,16 +148,13 @@ def iter_frames(path: str | Path, size: int, stats: dict) -> Iterator[SourceFram
                 raise DecodeError(f"corrupt or truncated data after {decoded} frames ({why})",
                                   definitive=True) from None
             decoded += 1
-            frame_base = frame.time_base or time_base
-            if frame.pts is not None:
-                pts = frame.pts
-            elif last_pts is not None and nominal is not None:  # no timestamp: one nominal step on
-                pts = last_pts + max(1, round(nominal / frame_base))
-            else:
-                pts = 0
+            pts = frame.pts  # decoded frames are timed in the stream's time base
+            if pts is None:  # no timestamp: one nominal frame interval after the previous frame
+                pts = 0 if last_pts is None else last_pts + (step if step else 1)
             last_pts = pts
             stats["decoded_frames"] = decoded
-            yield SourceFrame(make_convert(frame), pts, frame_base, frame.duration or None,
-                              None if frame.duration else nominal)
+            duration = frame.duration
+            yield SourceFrame(make_convert(frame), pts, time_base, duration or None,
+                              None if duration else nominal)
     finally:
         container.close()
