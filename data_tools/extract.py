@@ -67,7 +67,10 @@ def extract(
     result = Extracted()
     stored_ks: list[int] = []
     end = plan.end()
-    waiting: deque[list] = deque()  # [k, source, rgb or None]: needed, in no complete clip yet
+    # needed output frames in no complete clip yet: (k, seconds, rgb) once converted, else
+    # (k, seconds, source frame); a converted frame lets go of its decoded picture at once, so
+    # the decoder can reuse the buffer
+    waiting: deque[tuple] = deque()
     last_source: SourceFrame | None = None
     last_rgb: np.ndarray | None = None
     expected = None  # frames sure to be in complete clips, if the declared frame count is right
@@ -84,13 +87,13 @@ def extract(
             expected = plan.covered(declared) if fps is None and declared > 0 else 0
         result.output_frames = k + 1
         if plan.is_needed(k):
-            waiting.append([k, frame, rgb_of(frame) if k < expected else None])
+            waiting.append((k, frame.seconds, rgb_of(frame) if k < expected else frame))
         complete = plan.covered(k + 1)
         while waiting and waiting[0][0] < complete:
-            k_out, source, rgb = waiting.popleft()
-            write(rgb if rgb is not None else rgb_of(source))
+            k_out, time, pending = waiting.popleft()
+            write(pending if isinstance(pending, np.ndarray) else rgb_of(pending))
             stored_ks.append(k_out)
-            result.stored_times.append(source.seconds)
+            result.stored_times.append(time)
         if end is not None and k + 1 >= end:
             result.stopped_early = True
             break

@@ -120,6 +120,8 @@ class FrameFileWriter:
         if rest or header[:6] != b"\x93NUMPY":
             raise ValueError(f"{path} is not a frame file of shape [F, {self.frame_shape}]")
         _copy_range(path, NPY_HEADER_BYTES, self.file, size)
+        if self.durable:  # flush as we go, while the decoders work, not all at the commit
+            os.fdatasync(self.file.fileno()) if hasattr(os, "fdatasync") else os.fsync(self.file.fileno())
         self.count += frames
         return frames
 

@@ -53,7 +53,8 @@ def _run_pool(tasks: deque, workers: int, suspects: list) -> Iterator[dict]:
         pass
     finally:
         suspects.extend(in_flight.values())
-        executor.shutdown(wait=True, cancel_futures=True)
+        # Every record is in: the workers may exit in the background while the caller moves on.
+        executor.shutdown(wait=not suspects and bool(in_flight), cancel_futures=True)
 
 
 def run_tasks(tasks: list[VideoTask], workers: int) -> Iterator[dict]:
