@@ -1,0 +1,350 @@
+"""vidgan.models: shapes, parameter counts, initialisation, gradients, switches, save / load."""
+
+import itertools
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from vidgan.losses import d_loss, g_loss, mask_l1
+from vidgan.models import (
+    FRAMES,
+    SIZES,
+    DCGANDiscriminator,
+    DCGANGenerator,
+    VideoDiscriminator,
+    VideoGenerator,
+    channels_last,
+    convert_sync_batchnorm,
+    count_parameters,
+    load_pretrained,
+    save_pretrained,
+    to_channels_last,
+)
+
+Z = 8  # small latent for fast tests
+CH = 4  # small width for fast tests
+N = 2  # batch
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# --- shapes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dcgan_shapes(size):
+    G = DCGANGenerator(z_dim=Z, channels=CH, size=size)
+    D = DCGANDiscriminator(channels=CH, size=size)
+    x = G(torch.randn(N, Z))
+    assert x.shape == (N, 3, size, size)
+    assert x.abs().max() <= 1  # tanh
+    assert D(x).shape == (N,)
+
+
+@pytest.mark.parametrize(("size", "frames", "two_stream"), list(itertools.product(SIZES, FRAMES, (False, True))))
+def test_video_generator_shapes(size, frames, two_stream):
+    G = VideoGenerator(z_dim=Z, channels=CH, size=size, frames=frames, two_stream=two_stream)
+    z = torch.randn(N, Z)
+    video, mask = G(z, return_mask=True)
+    assert video.shape == (N, 3, frames, size, size)
+    assert video.abs().max() <= 1
+    if two_stream:
+        assert mask.shape == (N, 1, frames, size, size)
+        assert 0 <= mask.min() and mask.max() <= 1
+    else:
+        assert mask is None
+    assert G(z).shape == video.shape  # without return_mask: the clip alone
+
+
+@pytest.mark.parametrize(("size", "frames"), list(itertools.product(SIZES, FRAMES)))
+def test_video_discriminator_shapes(size, frames):
+    D = VideoDiscriminator(channels=CH, size=size, frames=frames)
+    assert D(torch.randn(N, 3, frames, size, size)).shape == (N,)
+    # the time axis ends at one step per clip whatever the length: a [N, 1, 1, 1, 1] map before the reshape
+    feature = D.main[:-1](torch.randn(N, 3, frames, size, size))
+    assert feature.shape[2:] == (max(1, frames // (size // 4)), 4, 4)
+
+
+def test_time_axis_below_16_frames_is_kept_by_the_first_blocks():
+    G = VideoGenerator(z_dim=Z, channels=CH, size=64, frames=8)
+    convs = [m for m in G.modules() if isinstance(m, nn.ConvTranspose3d)]
+    assert [c.stride for c in convs] == [(1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)]
+    assert convs[0].kernel_size == (1, 4, 4)
+    G = VideoGenerator(z_dim=Z, channels=CH, size=128, frames=8)
+    convs = [m for m in G.modules() if isinstance(m, nn.ConvTranspose3d)]
+    assert [c.stride[0] for c in convs] == [1, 1, 1, 2, 2, 2]
+
+
+def test_two_stream_clip_is_mask_blend_of_foreground_and_static_background():
+    G = VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8, two_stream=True).eval()
+    z = torch.randn(N, Z)
+    parts = G.decompose(z)
+    assert parts.background.shape == (N, 3, 32, 32)  # one image per clip: static
+    assert parts.foreground.shape == (N, 3, 8, 32, 32)
+    expected = parts.mask * parts.foreground + (1 - parts.mask) * parts.background[:, :, None]
+    torch.testing.assert_close(parts.video, expected, rtol=0, atol=0)
+    video, mask = G(z, return_mask=True)
+    torch.testing.assert_close(video, parts.video, rtol=0, atol=0)
+    torch.testing.assert_close(mask, parts.mask, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="decompose needs two_stream=True"):
+        VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8).decompose(z)
+
+
+# --- parameter counts -----------------------------------------------------------------------
+
+
+def test_dcgan_parameter_counts_match_pytorch_examples():
+    assert count_parameters(DCGANGenerator(z_dim=100, channels=64, size=64)) == 3_576_704
+    assert count_parameters(DCGANDiscriminator(channels=64, size=64)) == 2_765_568
+
+
+def test_video_generator_parameter_count():
+    assert count_parameters(VideoGenerator(z_dim=100, channels=64, size=64, frames=32)) == 12_662_656
+
+
+def test_video_discriminator_parameter_count():
+    # Conv3d 3→64, 64→128 + BN, 128→256 + BN, 256→512 + BN (all k 4³, no bias), then 512→1 over [2, 4, 4]
+    expected = 3 * 64 * 64 + (64 * 128 * 64 + 2 * 128) + (128 * 256 * 64 + 2 * 256) + (256 * 512 * 64 + 2 * 512)
+    expected += 512 * 2 * 4 * 4
+    assert count_parameters(VideoDiscriminator(channels=64, size=64, frames=32)) == expected
+
+
+def test_no_bias_in_convs_by_default_and_bias_without_batchnorm():
+    for model in (DCGANGenerator(), DCGANDiscriminator(), VideoGenerator(two_stream=True), VideoDiscriminator()):
+        conv_types = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+        convs = [m for m in model.modules() if isinstance(m, conv_types)]
+        assert convs and all(c.bias is None for c in convs)
+    D = VideoDiscriminator(channels=CH, size=32, frames=8, batchnorm=False)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules())
+    convs = [m for m in D.modules() if isinstance(m, nn.Conv3d)]
+    assert [c.bias is not None for c in convs] == [False, True, True, False]
+
+
+# --- errors at construction and at the boundaries -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: DCGANGenerator(size=48), "DCGANGenerator: size must be one of 32, 64, 128; got 48"),
+        (lambda: DCGANDiscriminator(size=256), "DCGANDiscriminator: size must be one of 32, 64, 128; got 256"),
+        (lambda: VideoGenerator(size=96), "VideoGenerator: size must be one of 32, 64, 128; got 96"),
+        (lambda: VideoGenerator(frames=24), "VideoGenerator: frames must be one of 8, 16, 32, 64; got 24"),
+        (lambda: VideoGenerator(frames=4), "VideoGenerator: frames must be one of 8, 16, 32, 64; got 4"),
+        (lambda: VideoDiscriminator(frames=128), "VideoDiscriminator: frames must be one of 8, 16, 32, 64; got 128"),
+        (lambda: VideoDiscriminator(size=16), "VideoDiscriminator: size must be one of 32, 64, 128; got 16"),
+        (lambda: VideoGenerator(channels=0), "VideoGenerator: channels must be a positive integer; got 0"),
+    ],
+)
+def test_unsupported_configurations_fail_at_construction(make, message):
+    with pytest.raises(ValueError) as info:
+        make()
+    assert str(info.value) == message
+
+
+def test_wrong_layouts_are_rejected_with_the_expected_layout():
+    G = VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8)
+    with pytest.raises(ValueError, match=r"z must be \[N, z_dim\] = \[\*, 8\]; got shape \[2, 8, 1\]"):
+        G(torch.randn(N, Z, 1))
+    D = VideoDiscriminator(channels=CH, size=32, frames=8)
+    # frames and channels swapped: [N, T, C, H, W] instead of [N, C, T, H, W]
+    expected = r"input must be \[N, C, T, H, W\] = \[\*, 3, 8, 32, 32\]; got shape \[2, 8, 3, 32, 32\]"
+    with pytest.raises(ValueError, match=expected):
+        D(torch.randn(N, 8, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"input must be \[N, C, H, W\] = \[\*, 3, 32, 32\]"):
+        DCGANDiscriminator(channels=CH, size=32)(torch.randn(N, 3, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"z must be \[N, z_dim\]"):
+        DCGANGenerator(z_dim=Z, channels=CH, size=32)(torch.randn(N, Z + 1))
+
+
+# --- initialisation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DCGANGenerator(),
+        lambda: DCGANDiscriminator(),
+        lambda: VideoGenerator(two_stream=True),
+        lambda: VideoDiscriminator(),
+        lambda: VideoDiscriminator(batchnorm=False, spectral_norm=True),
+    ],
+)
+def test_dcgan_initialisation(make):
+    model = make()
+    conv_weights, bn_weights, biases = [], [], []
+    for name, p in model.named_parameters():
+        if name.endswith("bias"):
+            biases.append(p)
+        elif p.ndim == 1:
+            bn_weights.append(p)
+        else:
+            conv_weights.append(p)
+    for w in conv_weights:
+        if w.numel() >= 20_000:  # enough samples for tight bounds
+            assert abs(w.mean().item()) < 0.001
+            assert 0.0195 < w.std().item() < 0.0205
+    assert sum(w.numel() for w in conv_weights) > 0.99 * count_parameters(model)
+    if bn_weights:
+        bn = torch.cat([w.detach() for w in bn_weights])
+        assert abs(bn.mean().item() - 1) < 0.003 and 0.017 < bn.std().item() < 0.023
+    for b in biases:
+        assert torch.count_nonzero(b) == 0
+
+
+# --- gradients ------------------------------------------------------------------------------
+
+
+def _assert_all_grads(model):
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"no gradient reached {name}"
+        assert p.grad.abs().sum() > 0, f"zero gradient at {name}"
+
+
+@pytest.mark.parametrize(
+    ("two_stream", "d_options"),
+    [(False, {}), (True, {}), (False, {"batchnorm": False, "spectral_norm": True})],
+)
+def test_gradients_reach_every_parameter_of_video_g_and_d(two_stream, d_options):
+    G = VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8, two_stream=two_stream)
+    D = VideoDiscriminator(channels=CH, size=32, frames=8, **d_options)
+    reals = torch.rand(4, 3, 8, 32, 32) * 2 - 1
+    fake, mask = G(torch.randn(4, Z), return_mask=True)
+    # D step (fakes detached), then G step through D
+    d_loss(D(reals), D(fake.detach())).backward()
+    _assert_all_grads(D)
+    assert all(p.grad is None for p in G.parameters())
+    loss = g_loss(D(fake))
+    if mask is not None:
+        loss = loss + 0.1 * mask_l1(mask)
+    loss.backward()
+    _assert_all_grads(G)
+
+
+def test_gradients_reach_every_parameter_of_dcgan():
+    G = DCGANGenerator(z_dim=Z, channels=CH, size=32)
+    D = DCGANDiscriminator(channels=CH, size=32)
+    g_loss(D(G(torch.randn(4, Z)))).backward()
+    _assert_all_grads(G)
+    _assert_all_grads(D)
+
+
+# --- switches -------------------------------------------------------------------------------
+
+
+def test_spectral_norm_bounds_each_weight_to_unit_spectral_norm():
+    D = VideoDiscriminator(channels=CH, size=32, frames=8, spectral_norm=True)
+    convs = [m for m in D.modules() if isinstance(m, nn.Conv3d)]
+    assert len(convs) == 4 and all(nn.utils.parametrize.is_parametrized(c, "weight") for c in convs)
+    with torch.no_grad():
+        D(torch.randn(N, 3, 8, 32, 32))
+        for conv in convs:
+            for _ in range(30):  # power iterations: one each time the weight is computed in training mode
+                conv.weight
+    for conv in convs:
+        raw = conv.parametrizations.weight.original
+        raw_sigma = torch.linalg.matrix_norm(raw.flatten(1), ord=2)
+        assert abs(raw_sigma.item() - 1) > 0.3  # the raw weight's spectral norm is far from 1 ...
+        sigma = torch.linalg.matrix_norm(conv.weight.flatten(1), ord=2)  # ... its normalised form is not
+        assert abs(sigma.item() - 1) < 0.02
+
+
+def test_sync_batchnorm_conversion_keeps_weights_and_outputs():
+    G = VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8, two_stream=True).eval()
+    n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in G.modules())
+    z = torch.randn(N, Z)
+    with torch.no_grad():
+        before = G(z)
+    state = {k: v.clone() for k, v in G.state_dict().items()}
+    S = convert_sync_batchnorm(G)
+    assert sum(isinstance(m, nn.SyncBatchNorm) for m in S.modules()) == n_bn > 0
+    assert not any(type(m) in (nn.BatchNorm2d, nn.BatchNorm3d) for m in S.modules())
+    assert all(torch.equal(state[k], v) for k, v in S.state_dict().items()) and state.keys() == S.state_dict().keys()
+    with torch.no_grad():
+        torch.testing.assert_close(S(z), before)  # eval: no process group needed
+
+
+@pytest.mark.parametrize("two_stream", [False, True])
+def test_channels_last_keeps_outputs(two_stream):
+    G = VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8, two_stream=two_stream).eval()
+    D = VideoDiscriminator(channels=CH, size=32, frames=8).eval()
+    z = torch.randn(N, Z)
+    with torch.no_grad():
+        ref_video = G(z)
+        ref_logits = D(ref_video)
+        to_channels_last(G)
+        to_channels_last(D)
+        conv5 = [p for p in G.parameters() if p.ndim == 5] + [p for p in D.parameters() if p.ndim == 5]
+        assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in conv5)
+        if two_stream:
+            conv4 = [p for p in G.background.parameters() if p.ndim == 4]
+            assert conv4 and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv4)
+        video = G(z)
+        logits = D(channels_last(video))
+    torch.testing.assert_close(video, ref_video, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4)
+    assert channels_last(video).is_contiguous(memory_format=torch.channels_last_3d)
+    assert channels_last(torch.randn(N, 3, 8, 8)).is_contiguous(memory_format=torch.channels_last)
+
+
+# --- save / load ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "input_shape"),
+    [
+        (lambda: DCGANGenerator(z_dim=Z, channels=CH, size=32, out_channels=1), (N, Z)),
+        (lambda: DCGANDiscriminator(channels=CH, size=64, batchnorm=False), (N, 3, 64, 64)),
+        (lambda: VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8, two_stream=True), (N, Z)),
+        (lambda: VideoDiscriminator(channels=CH, size=32, frames=16, spectral_norm=True), (N, 3, 16, 32, 32)),
+    ],
+)
+def test_save_load_round_trip_is_bit_exact(tmp_path, make, input_shape):
+    model = make()
+    with torch.no_grad():  # move BatchNorm running statistics and spectral norm vectors off their initial values
+        for _ in range(2):
+            model(torch.randn(input_shape))
+    model.eval()
+    to_channels_last(model)  # non-contiguous weights must save too
+    folder = save_pretrained(model, tmp_path / "model")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["class"] == type(model).__name__ and saved["config"] == model.config
+
+    loaded = load_pretrained(folder).eval()
+    assert type(loaded) is type(model) and loaded.config == model.config
+    original, restored = model.state_dict(), loaded.state_dict()
+    assert original.keys() == restored.keys()
+    for key in original:
+        assert original[key].dtype == restored[key].dtype, key
+        assert torch.equal(original[key], restored[key]), key
+    to_channels_last(loaded)  # the same memory order, hence the same kernels and bit-equal outputs
+    x = torch.randn(input_shape)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert type(model).from_pretrained(folder).config == model.config
+
+
+def test_from_pretrained_checks_the_class_and_the_folder(tmp_path):
+    G = VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8)
+    G.save_pretrained(tmp_path / "g")
+    with pytest.raises(ValueError, match="holds a VideoGenerator, not a VideoDiscriminator"):
+        VideoDiscriminator.from_pretrained(tmp_path / "g")
+    with pytest.raises(FileNotFoundError, match="no config.json in"):
+        load_pretrained(tmp_path / "missing")
+
+
+def test_save_unwraps_compiled_and_data_parallel_models(tmp_path):
+    G = DCGANGenerator(z_dim=Z, channels=CH, size=32)
+    compiled = torch.compile(nn.DataParallel(G))  # wrapping only: nothing is compiled until it is called
+    save_pretrained(compiled, tmp_path / "g")
+    loaded = load_pretrained(tmp_path / "g")
+    assert G.state_dict().keys() == loaded.state_dict().keys()  # no "_orig_mod." or "module." prefixes
+    assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(TypeError, match="not a vidgan model: Linear"):
+        save_pretrained(nn.Linear(2, 2), tmp_path / "linear")

@@ -1,0 +1,73 @@
+"""GAN objectives on discriminator logits, and the regularisers that go with them.
+
+Every loss takes raw logits (any shape, usually `[N]`) and returns a scalar averaged over the batch.
+The sigmoid lives here, in softplus form, where it is numerically stable: −log σ(x) = softplus(−x)
+and −log(1 − σ(x)) = softplus(x), finite for any logit.
+
+The D loss is split into its real and fake halves as well (`d_loss_real`, `d_loss_fake`), so a
+training loop can call backward after each D pass, the pattern that keeps a BatchNorm D safe under
+DDP; `d_loss` is their sum.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOSS_KINDS = ("nonsaturating", "hinge")  # names accepted by `kind`
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in LOSS_KINDS:
+        raise ValueError(f"loss kind must be one of {', '.join(LOSS_KINDS)}; got {kind!r}")
+
+
+def d_loss_real(real_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:
+    """D's loss on real samples: −log D(x) (non-saturating) or mean(relu(1 − D(x))) (hinge)."""
+    _check_kind(kind)
+    if kind == "hinge":
+        return F.relu(1 - real_logits).mean()
+    return F.softplus(-real_logits).mean()  # −log σ(x)
+
+
+def d_loss_fake(fake_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:
+    """D's loss on generated samples: −log(1 − D(G(z))) or mean(relu(1 + D(G(z))))."""
+    _check_kind(kind)
+    if kind == "hinge":
+        return F.relu(1 + fake_logits).mean()
+    return F.softplus(fake_logits).mean()  # −log(1 − σ(x))
+
+
+def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:
+    """D's loss, minimised by D. Non-saturating (Goodfellow et al. 2014, the DCGAN / VGAN seed):
+    −[log D(x) + log(1 − D(G(z)))], each half averaged over its batch. Hinge (Lim & Ye 2017):
+    mean(relu(1 − D(x))) + mean(relu(1 + D(G(z))))."""
+    return d_loss_real(real_logits, kind) + d_loss_fake(fake_logits, kind)
+
+
+def g_loss(fake_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:
+    """G's loss, minimised by G: −log D(G(z)) (non-saturating: strong gradients while D wins),
+    or −mean(D(G(z))) (hinge)."""
+    _check_kind(kind)
+    if kind == "hinge":
+        return -fake_logits.mean()
+    return F.softplus(-fake_logits).mean()  # −log σ(x)
+
+
+def r1_penalty(real_logits: torch.Tensor, reals: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): the squared norm of ∇ₓ D(x) on real samples, averaged over the batch.
+
+    `reals` must have `requires_grad=True` before they go through D. The gradient is taken with
+    `torch.autograd.grad(create_graph=True)`, out of place: no `.backward()` here and no `.grad` left on
+    `reals`, which is what keeps it safe under DDP. Multiply by γ/2 (the usual weighting) in the loop.
+    """
+    if not reals.requires_grad:
+        raise ValueError("r1_penalty: reals must have requires_grad=True before the D forward pass")
+    (grad,) = torch.autograd.grad(real_logits.sum(), reals, create_graph=True)  # same shape as reals
+    return grad.square().reshape(grad.shape[0], -1).sum(1).mean()
+
+
+def mask_l1(mask: torch.Tensor) -> torch.Tensor:
+    """The two-stream mask's L1 term, mean |m| over every element (VGAN's sparsity prior: prefer the
+    static background unless motion needs the foreground). Weight it (VGAN: 0.1) in the loop."""
+    return mask.abs().mean()

@@ -1,0 +1,42 @@
+"""vidgan's generators and discriminators: the image DCGAN and its 3D (VGAN-style) extension.
+
+Layouts: images `[N, C, H, W]`, clips `[N, C, T, H, W]`, both in [-1, 1]; latents `[N, z_dim]`;
+discriminators return one logit per image or clip, `[N]`.
+"""
+
+from .common import (
+    FRAMES,
+    SIZES,
+    ConfigModule,
+    add_spectral_norm,
+    channels_last,
+    convert_sync_batchnorm,
+    count_parameters,
+    dcgan_init_,
+    load_pretrained,
+    save_pretrained,
+    to_channels_last,
+    unwrap,
+)
+from .dcgan import DCGANDiscriminator, DCGANGenerator
+from .video import VideoDiscriminator, VideoGenerator, VideoLayers
+
+__all__ = [
+    "FRAMES",
+    "SIZES",
+    "ConfigModule",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
+    "VideoDiscriminator",
+    "VideoGenerator",
+    "VideoLayers",
+    "add_spectral_norm",
+    "channels_last",
+    "convert_sync_batchnorm",
+    "count_parameters",
+    "dcgan_init_",
+    "load_pretrained",
+    "save_pretrained",
+    "to_channels_last",
+    "unwrap",
+]

@@ -1,0 +1,216 @@
+"""The DCGAN extended to space-time, as in VGAN (Vondrick et al. 2016): `VideoGenerator`,
+`VideoDiscriminator`.
+
+Layout: clips `[N, C, T, H, W]` in [-1, 1]; latents `[N, z_dim]`.
+
+Time follows space: every kernel 4 / stride 2 / padding 1 block doubles (G) or halves (D) the time
+axis together with the two spatial ones. A 4×4 map therefore carries `frames / 2**k` time steps,
+where k = 3, 4, 5 doublings for size 32, 64, 128 (at 64² × 32 frames: 2). When frames < 2**k that
+would be under one step, so the time axis starts at 1 and the first blocks of G (the last blocks of
+D) keep it, with kernel (3, 4, 4) / stride (1, 2, 2) / padding (1, 1, 1), doubling space only.
+Widths follow the image DCGAN: `channels · size / 8` at 4×4 (8·ch at 64²), halving per G block.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .common import (
+    FRAMES,
+    SIZES,
+    ConfigModule,
+    add_spectral_norm,
+    check_choice,
+    check_positive_int,
+    check_shape,
+    dcgan_init_,
+    num_doublings,
+)
+from .dcgan import DCGANGenerator
+
+# kernel, stride, padding of a block that doubles / halves time and space, and of one that keeps time
+_BLOCK = dict(kernel_size=4, stride=2, padding=1)
+_KEEP_TIME = dict(kernel_size=(3, 4, 4), stride=(1, 2, 2), padding=(1, 1, 1))
+
+
+def _time_plan(size: int, frames: int) -> tuple[int, int]:
+    """(time steps at 4×4, number of blocks nearest 4×4 that keep time) for a size and clip length."""
+    k = num_doublings(size)
+    t_small = max(1, frames >> k)  # frames / 2**k, at least 1
+    keep = k - int(math.log2(frames // t_small))  # blocks that must leave time alone
+    return t_small, keep
+
+
+class VideoLayers(NamedTuple):
+    """The parts of a two-stream clip: video = mask · foreground + (1 − mask) · background."""
+
+    video: torch.Tensor  # [N, C, T, H, W] in [-1, 1]
+    foreground: torch.Tensor  # [N, C, T, H, W] in [-1, 1]
+    mask: torch.Tensor  # [N, 1, T, H, W] in (0, 1)
+    background: torch.Tensor  # [N, C, H, W] in [-1, 1], the same for every frame
+
+
+class VideoGenerator(ConfigModule):
+    """z `[N, z_dim]` → clip `[N, out_channels, frames, size, size]` in [-1, 1].
+
+    One stream (default): a transposed 3D conv from z to `[8·ch, frames/16, 4, 4]` (at 64²), then
+    ConvTranspose3d blocks doubling time and space with BatchNorm3d + ReLU, tanh out; 12,662,656
+    parameters at 64² × 32 frames, z 100, channels 64.
+
+    Two streams (`two_stream=True`, VGAN): the 3D stream's last layer emits a foreground (tanh) and a
+    mask (sigmoid); a static 2D DCGAN generator, fed the same z, paints a background; the clip is
+    mask · foreground + (1 − mask) · background.
+
+    `forward(z)` returns the clip; `forward(z, return_mask=True)` returns `(clip, mask)` with the mask
+    `[N, 1, T, H, W]` for the loss's L1 term (None for one stream, so a training loop can treat both
+    alike); `decompose(z)` returns every part of a two-stream clip.
+    """
+
+    def __init__(
+        self,
+        z_dim: int = 100,
+        channels: int = 64,
+        size: int = 64,
+        frames: int = 32,
+        two_stream: bool = False,
+        *,
+        out_channels: int = 3,
+    ):
+        super().__init__()
+        owner = type(self).__name__
+        check_positive_int(owner, "z_dim", z_dim)
+        check_positive_int(owner, "channels", channels)
+        check_choice(owner, "size", size, SIZES)
+        check_choice(owner, "frames", frames, FRAMES)
+        check_positive_int(owner, "out_channels", out_channels)
+        self.config = dict(
+            z_dim=z_dim, channels=channels, size=size, frames=frames, two_stream=two_stream, out_channels=out_channels
+        )
+        self.z_dim = z_dim  # latent length
+        self.size = size  # output side in pixels
+        self.frames = frames  # output clip length
+        self.out_channels = out_channels  # 3 for RGB
+        self.two_stream = two_stream  # foreground + mask + static background
+
+        t_small, keep = _time_plan(size, frames)
+        width = channels * size // 8  # feature maps at 4×4: 8·ch at 64²
+        layers: list[nn.Module] = [
+            # input is z as [N, z_dim, 1, 1, 1]
+            nn.ConvTranspose3d(z_dim, width, (t_small, 4, 4), 1, 0, bias=False),
+            nn.BatchNorm3d(width),
+            nn.ReLU(True),
+            # state size. [N, width, t_small, 4, 4]: [N, 8·ch, frames/16, 4, 4] at 64²
+        ]
+        for i in range(num_doublings(size) - 1):
+            block = _KEEP_TIME if i < keep else _BLOCK
+            layers += [
+                nn.ConvTranspose3d(width, width // 2, bias=False, **block),
+                nn.BatchNorm3d(width // 2),
+                nn.ReLU(True),
+            ]
+            width //= 2
+            # state size. [N, width, t or 2t, 2·side, 2·side], ending at [N, ch, frames/2, size/2, size/2]
+        self.trunk = nn.Sequential(*layers)
+        # one conv for foreground and mask: out_channels + 1 maps, split in forward
+        head_out = out_channels + 1 if two_stream else out_channels
+        self.head = nn.ConvTranspose3d(width, head_out, bias=False, **_BLOCK)
+        # state size. [N, head_out, frames, size, size]
+        self.background = DCGANGenerator(z_dim, channels, size, out_channels) if two_stream else None
+        self.apply(dcgan_init_)
+
+    def decompose(self, z: torch.Tensor) -> VideoLayers:
+        """The clip and its parts (two-stream generators only)."""
+        if not self.two_stream:
+            raise ValueError("VideoGenerator.decompose needs two_stream=True: a one-stream clip has no parts")
+        check_shape(type(self).__name__, "z", z, (None, self.z_dim), "[N, z_dim]")
+        out = self.head(self.trunk(z[:, :, None, None, None]))  # [N, C + 1, T, H, W]
+        foreground = torch.tanh(out[:, : self.out_channels])  # [N, C, T, H, W]
+        mask = torch.sigmoid(out[:, self.out_channels :])  # [N, 1, T, H, W]
+        background = self.background(z)  # [N, C, H, W]
+        video = mask * foreground + (1 - mask) * background[:, :, None]  # [N, C, T, H, W]
+        return VideoLayers(video, foreground, mask, background)
+
+    def forward(
+        self, z: torch.Tensor, return_mask: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        if self.two_stream:
+            video, _, mask, _ = self.decompose(z)
+        else:
+            check_shape(type(self).__name__, "z", z, (None, self.z_dim), "[N, z_dim]")
+            video = torch.tanh(self.head(self.trunk(z[:, :, None, None, None])))  # [N, C, T, H, W]
+            mask = None
+        return (video, mask) if return_mask else video
+
+
+class VideoDiscriminator(ConfigModule):
+    """Clip `[N, in_channels, frames, size, size]` → one logit per clip, `[N]` (no sigmoid).
+
+    Conv3d kernel 4 / stride 2 / padding 1 blocks halving time and space, LeakyReLU 0.2, BatchNorm3d
+    from the second block on, then a conv over the remaining `[frames/16, 4, 4]` (at 64²) to one value.
+    Canonically no conv has a bias. Switches as in `DCGANDiscriminator`: `spectral_norm` on every conv,
+    `batchnorm=False` to drop BatchNorm (those convs then gain a bias).
+    """
+
+    def __init__(
+        self,
+        channels: int = 64,
+        size: int = 64,
+        frames: int = 32,
+        *,
+        in_channels: int = 3,
+        batchnorm: bool = True,
+        spectral_norm: bool = False,
+    ):
+        super().__init__()
+        owner = type(self).__name__
+        check_positive_int(owner, "channels", channels)
+        check_choice(owner, "size", size, SIZES)
+        check_choice(owner, "frames", frames, FRAMES)
+        check_positive_int(owner, "in_channels", in_channels)
+        self.config = dict(
+            channels=channels,
+            size=size,
+            frames=frames,
+            in_channels=in_channels,
+            batchnorm=batchnorm,
+            spectral_norm=spectral_norm,
+        )
+        self.size = size  # input side in pixels
+        self.frames = frames  # input clip length
+        self.in_channels = in_channels  # 3 for RGB
+
+        t_small, keep = _time_plan(size, frames)
+        n_blocks = num_doublings(size)
+        # the blocks nearest 4×4 keep time, mirroring the generator
+        plan = [_KEEP_TIME if i >= n_blocks - keep else _BLOCK for i in range(n_blocks)]
+        width = channels  # feature maps after the first conv
+        layers: list[nn.Module] = [
+            # input is [N, in_channels, frames, size, size]
+            nn.Conv3d(in_channels, width, bias=False, **plan[0]),
+            nn.LeakyReLU(0.2, inplace=True),
+            # state size. [N, ch, frames/2, size/2, size/2]
+        ]
+        for block in plan[1:]:
+            layers.append(nn.Conv3d(width, width * 2, bias=not batchnorm, **block))
+            if batchnorm:
+                layers.append(nn.BatchNorm3d(width * 2))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            width *= 2
+            # state size. [N, width, t/2 or t, side/2, side/2], ending at [N, ch·size/8, t_small, 4, 4]
+        layers += [
+            nn.Conv3d(width, 1, (t_small, 4, 4), 1, 0, bias=False),
+            # state size. [N, 1, 1, 1, 1]
+        ]
+        self.main = nn.Sequential(*layers)
+        self.apply(dcgan_init_)
+        if spectral_norm:
+            add_spectral_norm(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, t, s = self.in_channels, self.frames, self.size
+        check_shape(type(self).__name__, "input", x, (None, c, t, s, s), "[N, C, T, H, W]")
+        return self.main(x).reshape(x.shape[0])  # [N] logits
