@@ -29,12 +29,20 @@ def _run_info(args) -> int:
     return 0
 
 
+def _add_train_parser(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a GAN on prepared clips (one process; use "
+                              "`accelerate launch vidgan/train.py` for several)", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="RECIPE [key=value ...] [--resume latest|PATH]")
+    p.set_defaults(run=lambda a: __import__("vidgan.train", fromlist=["main"]).main(a.args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidgan", description="Video GANs: data, training, sampling.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_prepare_parser(subparsers)
     add_synth_parser(subparsers)
     _add_info_parser(subparsers)
+    _add_train_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,62 @@
+"""Checkpoint folders of a run: `RUN/checkpoints/checkpoint-<clips seen>`, complete or absent.
+
+Every rank writes its part of `Accelerator.save_state` into a hidden temporary folder; only when all
+ranks are done does the main process rename it into place. A run killed at any moment therefore
+leaves complete checkpoints and, at worst, a temporary folder that the next save removes.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+PREFIX = "checkpoint-"
+_NAME = re.compile(rf"^{PREFIX}(\d+)$")
+
+
+def checkpoints_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    folder = checkpoints_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def find_checkpoint(run_dir: Path, which: str) -> Path | None:
+    """`latest` → the newest complete checkpoint of the run (None if there is none); else a path."""
+    if which == "latest":
+        found = list_checkpoints(run_dir)
+        return found[-1] if found else None
+    path = Path(which)
+    if not path.is_dir() or not _NAME.match(path.name):
+        raise FileNotFoundError(f"--resume {which}: not a checkpoint folder ({PREFIX}<clips>)")
+    return path
+
+
+def save_checkpoint(accelerator, run_dir: Path, clips: int, keep: int) -> Path:
+    """`save_state` of every rank into `checkpoint-<clips>`, made visible by one rename; keeps the
+    newest `keep` checkpoints. Call on every rank."""
+    folder = checkpoints_dir(run_dir)
+    final = folder / f"{PREFIX}{clips:012d}"
+    tmp = folder / f".tmp-{PREFIX}{clips:012d}"
+    if accelerator.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(f".tmp-{PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():  # the same point saved again (a resumed run that ends where it began)
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final

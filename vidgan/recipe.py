@@ -1,0 +1,235 @@
+"""Recipes: one YAML file → one typed `Recipe`, the single description of a training run.
+
+Every section is a dataclass whose fields carry their defaults and units. Loading rejects unknown keys
+and wrong types at once, naming the key (`model.chanels: unknown key; model has: ...`), before any
+work starts. `key=value` overrides on the command line use the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SIZES = (32, 64, 128)  # frame sides the models support
+FRAMES = (8, 16, 32, 64)  # clip lengths the video models support
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    root: str = "UCF-101-t16-s64"  # folder written by `vidgan prepare` (relative to the working dir)
+    frames: int = 16  # T, frames per clip: the model is built for it; must match the prepared clips
+    size: int = 64  # S, frame side in pixels: the model is built for it; must match the prepared clips
+    num_workers: int = 0  # DataLoader worker processes (0: the main process reads fastest here)
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "video"  # "video": 3D G and D (VGAN family); "image": 2D DCGAN on single frames
+    z_dim: int = 100  # latent length
+    g_channels: int = 64  # generator width (feature maps of its last hidden layer)
+    d_channels: int = 64  # discriminator width (feature maps of its first layer)
+    two_stream: bool = False  # video G as VGAN's foreground + mask + static background
+    d_batchnorm: bool = True  # BatchNorm in D (the canonical DCGAN); off for R1-heavy training
+    spectral_norm: bool = False  # spectral normalisation on every conv of D
+    sync_batchnorm: bool = False  # share BatchNorm statistics across processes (multi-GPU)
+    channels_last: bool = False  # channels_last(_3d) memory format for models and batches
+
+
+@dataclass
+class LossConfig:
+    kind: str = "nonsaturating"  # "nonsaturating" (the DCGAN/VGAN loss) or "hinge"
+    r1_gamma: float = 0.0  # weight γ of the R1 penalty γ/2·‖∇D(x)‖² on reals; 0 switches it off
+    r1_every: int = 16  # apply R1 every this many steps, scaled by it (lazy regularisation)
+    mask_l1: float = 0.1  # weight of the two-stream mask's L1 term (VGAN: 0.1)
+    augment_p: float = 0.0  # probability of each DiffAugment operation per clip; 0 switches it off
+    augment_policy: str = "color,translation,cutout"  # DiffAugment operations
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 2e-4  # Adam learning rate of G
+    lr_d: float = 2e-4  # Adam learning rate of D
+    beta1: float = 0.5  # Adam β1 (DCGAN: 0.5)
+    beta2: float = 0.999  # Adam β2
+
+
+@dataclass
+class TrainConfig:
+    kimg: float = 10_000.0  # stop after this many thousand real clips shown to D (all processes)
+    batch_size: int = 64  # clips per process per step
+    ema_kimg: float = 10.0  # half-life of G's exponential moving average, in kimg; 0: EMA = G
+    checkpoint_kimg: float = 100.0  # save a checkpoint every this many kimg (and at the end)
+    keep_checkpoints: int = 3  # keep the newest this many checkpoints
+    compile: bool = False  # torch.compile G and D
+
+
+@dataclass
+class SampleConfig:
+    every_kimg: float = 50.0  # write samples every this many kimg (and at the end)
+    count: int = 16  # clips in the sample grid
+    fps: int = 8  # frame rate of the sample MP4s
+    seed: int = 0  # seed of the fixed noise the samples are drawn from
+
+
+@dataclass
+class LogConfig:
+    every_kimg: float = 1.0  # log scalars every this many kimg
+    tensorboard: bool = True  # TensorBoard event files under RUN/logs
+    csv: bool = True  # RUN/logs/metrics.csv with the same scalars
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/ucf64"  # run folder: resolved recipe, logs, samples, checkpoints
+
+
+@dataclass
+class Recipe:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    seed: int = 0  # seed of model initialisation, data order and noise (each process adds its rank)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _convert(value: Any, kind: Any, key: str) -> Any:
+    """`value` as type `kind`, or a RecipeError naming `key`."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `2e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"unsupported recipe field type {kind!r} for {key}")
+    name = getattr(kind, "__name__", str(kind))
+    raise RecipeError(f"{key}: expected {name}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise RecipeError(f"{prefix.rstrip('.') or 'recipe'}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            raise RecipeError(f"{path}: unknown key; {prefix.rstrip('.') or 'the recipe'} has: "
+                              f"{', '.join(fields)}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = _build(kind, value, f"{path}.")
+        else:
+            kwargs[key] = _convert(value, kind, path)
+    return cls(**kwargs)
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise RecipeError(f"{dotted}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """`["train.kimg=5", "model.two_stream=true"]` → `[("train.kimg", 5), ("model.two_stream", True)]`."""
+    parsed = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise RecipeError(f"override {item!r}: expected key=value, e.g. train.kimg=100")
+        parsed.append((key.strip(), yaml.safe_load(text) if text.strip() else ""))
+    return parsed
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
+    """Read a recipe file (None: all defaults), apply `key=value` overrides, check everything."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise RecipeError(f"recipe not found: {path}")
+        tree = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(tree, dict):
+            raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(tree).__name__}")
+    for key, value in parse_overrides(list(overrides)):
+        _set(tree, key, value)
+    recipe = _build(Recipe, tree, "")
+    check_recipe(recipe)
+    return recipe
+
+
+def check_recipe(r: Recipe) -> None:
+    """Impossible values fail here, in the first second, naming the key."""
+
+    def need(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise RecipeError(f"{key}: {message}")
+
+    need(r.model.kind in ("video", "image"), "model.kind", f"'video' or 'image', got {r.model.kind!r}")
+    need(r.data.size in SIZES, "data.size", f"one of {', '.join(map(str, SIZES))}, got {r.data.size}")
+    if r.model.kind == "video":
+        need(r.data.frames in FRAMES, "data.frames",
+             f"one of {', '.join(map(str, FRAMES))} for the video model, got {r.data.frames}")
+    need(r.data.num_workers >= 0, "data.num_workers", f">= 0, got {r.data.num_workers}")
+    for key in ("z_dim", "g_channels", "d_channels"):
+        need(getattr(r.model, key) >= 1, f"model.{key}", f">= 1, got {getattr(r.model, key)}")
+    need(not (r.model.two_stream and r.model.kind == "image"), "model.two_stream",
+         "only for model.kind=video")
+    need(r.loss.kind in ("nonsaturating", "hinge"), "loss.kind",
+         f"'nonsaturating' or 'hinge', got {r.loss.kind!r}")
+    need(r.loss.r1_gamma >= 0, "loss.r1_gamma", f">= 0, got {r.loss.r1_gamma}")
+    need(r.loss.r1_every >= 1, "loss.r1_every", f">= 1, got {r.loss.r1_every}")
+    need(0 <= r.loss.augment_p <= 1, "loss.augment_p", f"in [0, 1], got {r.loss.augment_p}")
+    for key in ("lr_g", "lr_d"):
+        need(getattr(r.optim, key) > 0, f"optim.{key}", f"> 0, got {getattr(r.optim, key)}")
+    for key in ("beta1", "beta2"):
+        need(0 <= getattr(r.optim, key) < 1, f"optim.{key}", f"in [0, 1), got {getattr(r.optim, key)}")
+    need(r.train.kimg > 0, "train.kimg", f"> 0, got {r.train.kimg}")
+    need(r.train.batch_size >= 1, "train.batch_size", f">= 1, got {r.train.batch_size}")
+    need(r.train.ema_kimg >= 0, "train.ema_kimg", f">= 0, got {r.train.ema_kimg}")
+    need(r.train.checkpoint_kimg > 0, "train.checkpoint_kimg", f"> 0, got {r.train.checkpoint_kimg}")
+    need(r.train.keep_checkpoints >= 1, "train.keep_checkpoints", f">= 1, got {r.train.keep_checkpoints}")
+    need(r.sample.every_kimg > 0, "sample.every_kimg", f"> 0, got {r.sample.every_kimg}")
+    need(r.sample.count >= 1, "sample.count", f">= 1, got {r.sample.count}")
+    need(r.sample.fps >= 1, "sample.fps", f">= 1, got {r.sample.fps}")
+    need(r.log.every_kimg > 0, "log.every_kimg", f"> 0, got {r.log.every_kimg}")
+    need(bool(r.run.dir), "run.dir", "must not be empty")
+
+
+def dump_recipe(recipe: Recipe, facts: dict | None = None) -> str:
+    """The resolved recipe as YAML that `load_recipe` reads back, `facts` (versions, git commit)
+    written above it as comments."""
+    header = "".join(f"# {key}: {value}\n" for key, value in (facts or {}).items())
+    return header + yaml.safe_dump(recipe.to_dict(), sort_keys=False)

@@ -1,0 +1,375 @@
+"""Train a GAN on prepared clips under Hugging Face Accelerate.
+
+    accelerate launch vidgan/train.py RECIPE [key=value ...] [--resume latest|PATH]
+    python vidgan/train.py RECIPE ...          (one process)
+    vidgan train RECIPE ...                    (the same)
+
+One `Accelerator` runs the loop on one CPU, one GPU, many GPUs or many machines; mixed precision
+comes from the Accelerate config. Progress is counted in clips shown to D (kimg), whatever the number
+of processes. The run folder (`run.dir`) gets the resolved recipe, `run.json`, logs (CSV and
+TensorBoard), samples from the EMA generator, and checkpoints that `--resume latest` continues from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from vidgan.recipe import Recipe, RecipeError, dump_recipe, load_recipe
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (bad data folder, non-finite loss); the message says why."""
+
+
+class Progress:
+    """Counters saved with every checkpoint: where the run is, in clips and in the data order."""
+
+    def __init__(self) -> None:
+        self.clips = 0  # real clips shown to D, summed over processes
+        self.step = 0  # optimisation steps (one D and one G update each)
+        self.epoch = 0  # passes over the data started
+        self.batch_in_epoch = 0  # batches of the current epoch already used (per process)
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, int(value))
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _versions() -> dict:
+    import accelerate
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        vidgan_version = version("vidgan")
+    except PackageNotFoundError:
+        vidgan_version = "unknown"
+    return {"vidgan": vidgan_version, "torch": torch.__version__, "accelerate": accelerate.__version__,
+            "python": sys.version.split()[0], "git_commit": _git_commit()}
+
+
+def build_models(recipe: Recipe):
+    """G and D as the recipe describes them (plain modules, not yet prepared)."""
+    from vidgan.models import (DCGANDiscriminator, DCGANGenerator, VideoDiscriminator, VideoGenerator,
+                               convert_sync_batchnorm, to_channels_last)
+
+    m, d = recipe.model, recipe.data
+    if m.kind == "video":
+        G = VideoGenerator(m.z_dim, m.g_channels, d.size, d.frames, m.two_stream)
+        D = VideoDiscriminator(m.d_channels, d.size, d.frames, batchnorm=m.d_batchnorm,
+                               spectral_norm=m.spectral_norm)
+    else:
+        G = DCGANGenerator(m.z_dim, m.g_channels, d.size)
+        D = DCGANDiscriminator(m.d_channels, d.size, batchnorm=m.d_batchnorm, spectral_norm=m.spectral_norm)
+    if m.sync_batchnorm:
+        G, D = convert_sync_batchnorm(G), convert_sync_batchnorm(D)
+    if m.channels_last:
+        G, D = to_channels_last(G), to_channels_last(D)
+    return G, D
+
+
+def open_dataset(recipe: Recipe):
+    """The prepared clips, checked against the recipe's clip shape."""
+    from data_tools import ClipDataset
+
+    root = Path(recipe.data.root)
+    try:
+        dataset = ClipDataset(root)
+    except (FileNotFoundError, ValueError) as e:
+        raise TrainingError(f"data.root: {e}. Prepare it first: vidgan prepare VIDEOS --out {root}") from None
+    frames, size = dataset.clip_shape[0], dataset.clip_shape[1]
+    if recipe.data.frames != frames and recipe.model.kind == "video":
+        raise TrainingError(f"data.frames={recipe.data.frames}, but {root} holds clips of {frames} frames: "
+                            f"set data.frames={frames} or prepare again with --frames {recipe.data.frames}")
+    if recipe.model.kind == "image" and recipe.data.frames > frames:
+        raise TrainingError(f"data.frames={recipe.data.frames} > the {frames} frames of the clips in {root}")
+    if recipe.data.size != size:
+        raise TrainingError(f"data.size={recipe.data.size}, but {root} holds {size}×{size} frames: "
+                            f"set data.size={size} or prepare again with --size {recipe.data.size}")
+    return dataset
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's parameters: equal on every rank of a healthy DDP run. (BatchNorm's
+    running statistics are left out: each rank's last forward pass updates them from its own batch.)"""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _crossed(before: int, after: int, every_kimg: float) -> bool:
+    """Whether the clip count passed a multiple of `every_kimg` thousand clips."""
+    every = max(1, round(every_kimg * 1000))
+    return after // every > before // every
+
+
+def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) -> Path:
+    """Run (or continue) the training the recipe describes; returns the run folder."""
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from vidgan import losses
+    from vidgan.augment import DiffAugment
+    from vidgan.checkpoint import find_checkpoint, save_checkpoint
+    from vidgan.export import to_uint8_frames, write_sample_grid
+    from vidgan.logs import MetricsCSV, log_video
+    from vidgan.models import channels_last, unwrap
+
+    run_dir = Path(recipe.run.dir)
+    accelerator = Accelerator(
+        log_with="tensorboard" if recipe.log.tensorboard else None,
+        project_dir=str(run_dir / "logs"),
+        # the data order of epoch e is a function of (seed, e) alone: a resumed run can skip into it
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=recipe.seed),
+    )
+    device, world = accelerator.device, accelerator.num_processes
+    dataset = open_dataset(recipe)
+    batch = recipe.train.batch_size  # per process
+    global_batch = batch * world
+    if len(dataset) < global_batch:
+        raise TrainingError(f"train.batch_size: {len(dataset)} clips in {recipe.data.root} are fewer than "
+                            f"one step needs ({batch} × {world} processes)")
+    checkpoint = None
+    if resume is not None:
+        checkpoint = find_checkpoint(run_dir, resume)
+        if checkpoint is None and accelerator.is_main_process:
+            print(f"--resume {resume}: no checkpoint in {run_dir} yet, starting from the beginning")
+
+    set_seed(recipe.seed)  # the same initial weights on every rank
+    G, D = build_models(recipe)
+    if recipe.train.compile:
+        G, D = torch.compile(G), torch.compile(D)
+    ema = copy.deepcopy(unwrap(G)).eval().requires_grad_(False)  # [N, z] → clips, for samples
+    opt_g = torch.optim.Adam(G.parameters(), lr=recipe.optim.lr_g, betas=(recipe.optim.beta1, recipe.optim.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=recipe.optim.lr_d, betas=(recipe.optim.beta1, recipe.optim.beta2))
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
+                        num_workers=recipe.data.num_workers, persistent_workers=recipe.data.num_workers > 0,
+                        generator=torch.Generator().manual_seed(recipe.seed))
+    G, D, opt_g, opt_d, loader = accelerator.prepare(G, D, opt_g, opt_d, loader)
+    ema.to(device)
+    progress = Progress()
+    accelerator.register_for_checkpointing(ema, progress)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        if accelerator.is_main_process:
+            print(f"resumed from {checkpoint} at {progress.clips / 1000:.3f} kimg")
+    else:
+        # Noise and augmentation differ between ranks; a resumed run instead gets back every rank's
+        # random state from the checkpoint, and goes on exactly as if it had never stopped.
+        set_seed(recipe.seed + accelerator.process_index)
+
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.yaml").write_text(dump_recipe(recipe, {**_versions(), "command": " ".join(sys.argv)}))
+        _write_json(run_dir / "run.json", {
+            "world_size": world, "distributed_type": str(accelerator.distributed_type),
+            "mixed_precision": accelerator.mixed_precision, "device": str(device),
+            "clips_in_dataset": len(dataset), "global_batch": global_batch, **_versions()})
+    resumed_at = progress.clips if checkpoint is not None else None
+    csv_log = MetricsCSV(run_dir / "logs" / "metrics.csv", resumed_at) if (
+        recipe.log.csv and accelerator.is_main_process) else None
+    if recipe.log.tensorboard:
+        flat = {f"{section}.{k}": v for section, values in recipe.to_dict().items()
+                for k, v in (values.items() if isinstance(values, dict) else [("", values)])}
+        accelerator.init_trackers("tensorboard", config={k.rstrip("."): v for k, v in flat.items()},
+                                  init_kwargs={"tensorboard": {"purge_step": progress.clips}})
+
+    video = recipe.model.kind == "video"
+    z_dim, T = recipe.model.z_dim, recipe.data.frames
+    augment = DiffAugment(recipe.loss.augment_policy, p=recipe.loss.augment_p)
+    kind, gamma, r1_every = recipe.loss.kind, recipe.loss.r1_gamma, recipe.loss.r1_every
+    ema_beta = 0.5 ** (global_batch / (recipe.train.ema_kimg * 1000)) if recipe.train.ema_kimg > 0 else 0.0
+    fixed_z = torch.randn(recipe.sample.count, z_dim, generator=torch.Generator().manual_seed(recipe.sample.seed))
+    total = round(recipe.train.kimg * 1000)
+    memory_format = recipe.model.channels_last
+
+    def reals_from(batch_video: torch.Tensor) -> torch.Tensor:
+        """uint8 `[B, T, S, S, 3]` on the device → float `[B, 3, T, S, S]` (or a random frame
+        `[B, 3, S, S]` for the image model) in [-1, 1]."""
+        x = batch_video.permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)  # [B, 3, T, S, S]
+        if not video:
+            pick = torch.randint(x.shape[2], (x.shape[0],), device=x.device)
+            x = x[torch.arange(x.shape[0], device=x.device), :, pick]  # [B, 3, S, S]
+        return channels_last(x) if memory_format else x
+
+    def write_samples() -> None:
+        if not accelerator.is_main_process:
+            return
+        with torch.no_grad():
+            clips = torch.cat([ema(z.to(device)) for z in fixed_z.split(16)])  # [N, 3, T, S, S]
+        stem = f"clips-{progress.clips:012d}"
+        write_sample_grid(run_dir / "samples", stem, clips.float(), recipe.sample.fps)
+        if recipe.log.tensorboard and video:
+            frames = to_uint8_frames(clips[:16].float())  # [N, T, S, S, 3]
+            from vidgan.export import clip_grid
+
+            log_video(accelerator.get_tracker("tensorboard", unwrap=True), "samples", clip_grid(frames),
+                      recipe.sample.fps, progress.clips)
+
+    sums = torch.zeros(5, device=device)  # loss_d, loss_g, D(x), D(G(z)), non-finite count
+    steps_in_log, log_started, run_started = 0, time.perf_counter(), time.perf_counter()
+    bar = tqdm(total=total, initial=min(progress.clips, total), unit="clip", unit_scale=True,
+               disable=not (progress_bar and accelerator.is_local_main_process), dynamic_ncols=True)
+
+    def check_finite() -> None:
+        bad = accelerator.reduce(sums[4:5].clone(), reduction="sum").item()
+        if bad:
+            raise TrainingError(f"non-finite loss (NaN or Inf) by {progress.clips / 1000:.3f} kimg: stopping. "
+                                "The last good checkpoint is kept; lower the learning rates, or try "
+                                "loss.r1_gamma > 0 or model.spectral_norm=true")
+
+    while progress.clips < total:
+        loader.set_epoch(progress.epoch)
+        batches = accelerator.skip_first_batches(loader, progress.batch_in_epoch) if progress.batch_in_epoch \
+            else loader
+        for batch_data in batches:
+            reals = reals_from(batch_data["video"])
+            n = reals.shape[0]
+            # (1) Update D: minimise −[log D(x) + log(1 − D(G(z)))], a backward after each D pass
+            with torch.no_grad():
+                fakes = G(torch.randn(n, z_dim, device=device))
+            do_r1 = gamma > 0 and progress.step % r1_every == 0
+            if do_r1:
+                reals.requires_grad_(True)
+            with accelerator.no_sync(D):  # the first backward only accumulates
+                logits_real = D(augment(reals))
+                loss_real = losses.d_loss_real(logits_real, kind)
+                if do_r1:  # lazy R1: every r1_every steps, scaled up by it
+                    loss_real = loss_real + losses.r1_penalty(logits_real, reals) * (gamma / 2 * r1_every)
+                accelerator.backward(loss_real)
+            logits_fake = D(augment(fakes))
+            loss_fake = losses.d_loss_fake(logits_fake, kind)
+            accelerator.backward(loss_fake)  # gradients of both passes all-reduced once
+            opt_d.step()
+            opt_d.zero_grad(set_to_none=True)
+
+            # (2) Update G: minimise −log D(G(z)); D frozen and out of DDP's gradient sync
+            D.requires_grad_(False)
+            z = torch.randn(n, z_dim, device=device)
+            fakes, mask = G(z, return_mask=True) if video else (G(z), None)
+            with accelerator.no_sync(D):
+                loss_g = losses.g_loss(D(augment(fakes)), kind)
+                if mask is not None:
+                    loss_g = loss_g + recipe.loss.mask_l1 * losses.mask_l1(mask)
+                accelerator.backward(loss_g)
+            opt_g.step()
+            opt_g.zero_grad(set_to_none=True)
+            D.requires_grad_(True)
+
+            # EMA of G, half-life ema_kimg: ema = β·ema + (1 − β)·G; buffers copied
+            with torch.no_grad():
+                g = unwrap(G)
+                for p_ema, p in zip(ema.parameters(), g.parameters()):
+                    p_ema.lerp_(p.detach(), 1.0 - ema_beta)
+                for b_ema, b in zip(ema.buffers(), g.buffers()):
+                    b_ema.copy_(b)
+
+            with torch.no_grad():
+                step_losses = torch.stack([(loss_real + loss_fake).detach().float(), loss_g.detach().float()])
+                sums[:2] += step_losses
+                sums[2] += torch.sigmoid(logits_real.detach().float()).mean()
+                sums[3] += torch.sigmoid(logits_fake.detach().float()).mean()
+                sums[4] += (~torch.isfinite(step_losses)).sum()
+            steps_in_log += 1
+            before = progress.clips
+            progress.clips += global_batch
+            progress.step += 1
+            progress.batch_in_epoch += 1
+            bar.update(min(progress.clips, total) - min(before, total))
+            done = progress.clips >= total
+
+            if done or _crossed(before, progress.clips, recipe.log.every_kimg):
+                check_finite()
+                means = (accelerator.reduce(sums[:4].clone(), reduction="mean") / steps_in_log).tolist()
+                now = time.perf_counter()
+                scalars = {"loss_d": means[0], "loss_g": means[1], "d_real": means[2], "d_fake": means[3],
+                           "clips_per_s": steps_in_log * global_batch / (now - log_started),
+                           "kimg": progress.clips / 1000}
+                accelerator.log(scalars, step=progress.clips)
+                if csv_log is not None:
+                    csv_log.append({**scalars, "clips": progress.clips, "step": progress.step,
+                                    "seconds": round(now - run_started, 3)})
+                bar.set_postfix_str(f"kimg {scalars['kimg']:.2f} D {means[0]:.3f} G {means[1]:.3f}")
+                sums.zero_()
+                steps_in_log, log_started = 0, now
+            if done or _crossed(before, progress.clips, recipe.sample.every_kimg):
+                check_finite()
+                write_samples()
+            if done or _crossed(before, progress.clips, recipe.train.checkpoint_kimg):
+                check_finite()  # never save a checkpoint after a non-finite loss
+                save_checkpoint(accelerator, run_dir, progress.clips, recipe.train.keep_checkpoints)
+            if done:
+                break
+        else:
+            progress.epoch += 1
+            progress.batch_in_epoch = 0
+    bar.close()
+
+    ranks = run_dir / "ranks"
+    if accelerator.is_main_process:
+        ranks.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    _write_json(ranks / f"rank-{accelerator.process_index}.json", {
+        "rank": accelerator.process_index, "clips": progress.clips, "step": progress.step,
+        "G": weights_fingerprint(unwrap(G)), "D": weights_fingerprint(unwrap(D))})
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return run_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidgan train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", type=Path, help="recipe YAML, e.g. recipes/ucf64.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="recipe overrides, e.g. train.kimg=100 run.dir=runs/try2")
+    parser.add_argument("--resume", metavar="latest|PATH",
+                        help="continue from the newest checkpoint of run.dir, or from a checkpoint folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        recipe = load_recipe(args.recipe, args.overrides)
+        train(recipe, resume=args.resume, progress_bar=not args.no_progress)
+    except (RecipeError, TrainingError, FileNotFoundError) as e:
+        print(f"vidgan train: error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, RecipeError) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
