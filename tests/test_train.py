@@ -1,0 +1,185 @@
+"""The training script as users run it: one process, two DDP processes over gloo, resume, SIGKILL."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from vidgan.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "vidgan" / "train.py"
+DEMO = ROOT / "recipes" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """24 clips of [8, 32, 32, 3]: 2 classes × 2 synth videos of 30 frames, stride 4."""
+    from data_tools import PrepareOptions, prepare
+    from data_tools.synth import write_demo_corpus
+
+    root = tmp_path_factory.mktemp("train")
+    write_demo_corpus(root / "videos", classes=2, videos_per_class=2, seconds=1.2)
+    prepare(root / "videos", root / "clips", PrepareOptions(frames=8, size=32, stride=4, workers=1),
+            progress=False)
+    return root / "clips"
+
+
+def tiny(prepared: Path, run_dir: Path, *extra: str) -> list[str]:
+    """Overrides that make the demo recipe a few-second run: 12 steps of 4 clips in one process."""
+    return [str(DEMO), f"data.root={prepared}", "data.frames=8", "data.size=32", "model.g_channels=4",
+            "model.d_channels=4", "train.batch_size=4", "train.kimg=0.048", "train.checkpoint_kimg=0.024",
+            "train.ema_kimg=0.01", "sample.every_kimg=0.024", "sample.count=4", "log.every_kimg=0.008",
+            f"run.dir={run_dir}", *extra, "--no-progress"]
+
+
+def run_train(args: list[str], processes: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
+    if processes == 1:
+        command = [sys.executable, str(TRAIN), *args]
+    else:  # DDP over gloo on the CPU: ACCELERATE_USE_CPU with --multi_gpu starts real ranks
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "--main_process_port", "29517", str(TRAIN), *args]
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def csv_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "logs" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def rank_records(run_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((run_dir / "ranks").glob("rank-*.json"))]
+
+
+def test_one_process_run_writes_recipe_logs_samples_and_checkpoints(prepared, tmp_path):
+    run = tmp_path / "run"
+    result = run_train(tiny(prepared, run))
+    assert result.returncode == 0, result.stderr
+    # the resolved recipe reads back, and says which code and versions made the run
+    text = (run / "recipe.yaml").read_text()
+    assert "# git_commit:" in text and "# torch:" in text
+    again = load_recipe(run / "recipe.yaml")
+    assert again.train.batch_size == 4 and again.data.root == str(prepared)
+    assert json.loads((run / "run.json").read_text())["world_size"] == 1
+    # checkpoints: complete folders, named checkpoint-<clips>, nothing half written left behind
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "checkpoint-000000000024", "checkpoint-000000000048"]
+    assert (run / "checkpoints" / "checkpoint-000000000048" / "model.safetensors").is_file()
+    # samples: an MP4 grid that decodes back with the recipe's fps, and a PNG
+    mp4 = run / "samples" / "clips-000000000048.mp4"
+    with av.open(str(mp4)) as container:
+        stream = container.streams.video[0]
+        frames = [f for f in container.decode(stream)]
+        assert stream.codec_context.name == "h264" and stream.average_rate == 8
+        assert frames[0].format.name == "yuv420p"
+    assert len(frames) == 8 and frames[0].width % 2 == 0 and frames[0].height >= 64
+    assert (run / "samples" / "clips-000000000048.png").is_file()
+    # logs: TensorBoard events and a CSV of the same scalars, kimg increasing
+    assert list((run / "logs" / "tensorboard").rglob("events.out.tfevents.*"))
+    rows = csv_rows(run)
+    assert [int(r["clips"]) for r in rows] == [8, 16, 24, 32, 40, 48]
+    assert all(float(r["loss_d"]) > 0 and 0 < float(r["d_real"]) < 1 for r in rows)
+
+
+def test_resume_latest_continues_exactly_where_the_run_stopped(prepared, tmp_path):
+    whole = run_train(tiny(prepared, tmp_path / "whole", "loss.augment_p=0.5"))
+    assert whole.returncode == 0, whole.stderr
+    first = run_train(tiny(prepared, tmp_path / "parts", "loss.augment_p=0.5", "train.kimg=0.024"))
+    assert first.returncode == 0, first.stderr
+    second = run_train([*tiny(prepared, tmp_path / "parts", "loss.augment_p=0.5"), "--resume", "latest"])
+    assert second.returncode == 0, second.stderr
+    assert "resumed from" in second.stdout
+    assert [int(r["clips"]) for r in csv_rows(tmp_path / "parts")] == [8, 16, 24, 32, 40, 48]
+    # the same weights and losses as the run that never stopped
+    assert rank_records(tmp_path / "parts")[0]["G"] == rank_records(tmp_path / "whole")[0]["G"]
+    losses = lambda run: [r["loss_g"] for r in csv_rows(run)]  # noqa: E731
+    assert losses(tmp_path / "parts") == losses(tmp_path / "whole")
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_over_gloo(prepared, tmp_path):
+    run = tmp_path / "ddp"
+    result = run_train(tiny(prepared, run), processes=2)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run / "run.json").read_text())["world_size"] == 2
+    ranks = rank_records(run)
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert ranks[0]["G"] == ranks[1]["G"] and ranks[0]["D"] == ranks[1]["D"]  # in sync
+    # kimg counts clips over all processes: 6 steps of 2 × 4 clips reach the same 48 as 12 steps of 4
+    assert ranks[0]["clips"] == 48 and ranks[0]["step"] == 6
+    assert [int(r["clips"]) for r in csv_rows(run)] == [8, 16, 24, 32, 40, 48]
+    with av.open(str(run / "samples" / "clips-000000000048.mp4")) as container:
+        assert len(list(container.decode(video=0))) == 8
+    resumed = run_train([*tiny(prepared, run, "train.kimg=0.064"), "--resume", "latest"], processes=2)
+    assert resumed.returncode == 0, resumed.stderr
+    assert rank_records(run)[0]["clips"] == 64
+    assert [int(r["clips"]) for r in csv_rows(run)][-3:] == [48, 56, 64]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_latest(prepared, tmp_path):
+    run = tmp_path / "killed"
+    args = tiny(prepared, run, "train.kimg=0.4", "train.checkpoint_kimg=0.04", "train.keep_checkpoints=2")
+    proc = subprocess.Popen([sys.executable, str(TRAIN), *args], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((run / "checkpoints").glob("checkpoint-*")):
+        time.sleep(0.1)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "ranks").exists()  # it was killed before the end
+    result = run_train([*args, "--resume", "latest"])
+    assert result.returncode == 0, result.stderr
+    assert rank_records(run)[0]["clips"] == 400
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["checkpoint-000000000360", "checkpoint-000000000400"]  # the newest 2, no temporaries
+    clips = [int(r["clips"]) for r in csv_rows(run)]
+    assert clips == sorted(set(clips)) and clips[-1] == 400  # no duplicated or missing rows at the end
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(prepared, tmp_path):
+    run = tmp_path / "nan"
+    assert run_train(tiny(prepared, run, "train.kimg=0.024")).returncode == 0
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    # an R1 weight beyond float32 turns the loss into Inf at the first step after the resume
+    result = run_train([*tiny(prepared, run, "loss.r1_gamma=1e39", "loss.r1_every=1"), "--resume", "latest"])
+    assert result.returncode == 1
+    assert "non-finite loss (NaN or Inf)" in result.stderr and "last good checkpoint is kept" in result.stderr
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.chanels=8", "model.chanels: unknown key; model has: kind, z_dim, g_channels"),
+    ("train.kimg=lots", "train.kimg: expected float, got 'lots'"),
+    ("data.frames=12", "data.frames: one of 8, 16, 32, 64"),
+])
+def test_a_bad_recipe_key_fails_at_once_naming_it(prepared, tmp_path, override, message):
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "vidgan", "train", *tiny(prepared, tmp_path / "r", override)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "r").exists()  # failed before any work
+    assert time.perf_counter() - started < 30
+
+
+def test_clip_shape_must_match_the_prepared_folder(prepared, tmp_path):
+    result = run_train(tiny(prepared, tmp_path / "r", "data.frames=16"))
+    assert result.returncode == 1
+    assert "data.frames=16, but" in result.stderr and "clips of 8 frames" in result.stderr
+
+
+def test_unknown_key_in_the_recipe_file_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  kimg: 1\n  batchsize: 8\n")
+    with pytest.raises(ValueError, match="train.batchsize: unknown key"):
+        load_recipe(bad)
