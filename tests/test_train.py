@@ -172,6 +172,12 @@ def test_a_bad_recipe_key_fails_at_once_naming_it(prepared, tmp_path, override, 
     assert time.perf_counter() - started < 30
 
 
+def test_a_fresh_start_refuses_a_run_folder_with_checkpoints(prepared, tmp_path):
+    assert run_train(tiny(prepared, tmp_path / "r", "train.kimg=0.024")).returncode == 0
+    result = run_train(tiny(prepared, tmp_path / "r"))
+    assert result.returncode == 1 and "already holds checkpoints" in result.stderr
+
+
 def test_clip_shape_must_match_the_prepared_folder(prepared, tmp_path):
     result = run_train(tiny(prepared, tmp_path / "r", "data.frames=16"))
     assert result.returncode == 1

@@ -161,6 +161,9 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
         raise TrainingError(f"train.batch_size: {len(dataset)} clips in {recipe.data.root} are fewer than "
                             f"one step needs ({batch} × {world} processes)")
     checkpoint = None
+    if resume is None and find_checkpoint(run_dir, "latest") is not None:
+        raise TrainingError(f"run.dir: {run_dir} already holds checkpoints of a run; continue it with "
+                            "--resume latest, or choose another run.dir")
     if resume is not None:
         checkpoint = find_checkpoint(run_dir, resume)
         if checkpoint is None and accelerator.is_main_process:
