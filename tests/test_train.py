@@ -195,3 +195,18 @@ def test_unknown_key_in_the_recipe_file_is_named(tmp_path):
     bad.write_text("train:\n  kimg: 1\n  batchsize: 8\n")
     with pytest.raises(ValueError, match="train.batchsize: unknown key"):
         load_recipe(bad)
+
+
+def test_image_recipe_trains_the_2d_dcgan_on_single_frames(prepared, tmp_path):
+    run = tmp_path / "image"
+    result = run_train(tiny(prepared, run, "model.kind=image", "train.kimg=0.024"))
+    assert result.returncode == 0, result.stderr
+    assert (run / "samples" / "clips-000000000024.png").is_file()
+    assert not list((run / "samples").glob("*.mp4"))  # images: a PNG grid only
+    assert "kind: image" in (run / "recipe.yaml").read_text()
+    # the checkpointed models are the 2D ones: 4-D conv weights, no 5-D
+    from safetensors.torch import load_file
+
+    for name in ("model.safetensors", "model_1.safetensors"):
+        weights = load_file(str(run / "checkpoints" / "checkpoint-000000000024" / name))
+        assert any(w.ndim == 4 for w in weights.values()) and not any(w.ndim == 5 for w in weights.values())
