@@ -73,7 +73,14 @@ def test_one_process_run_writes_recipe_logs_samples_and_checkpoints(prepared, tm
     # checkpoints: complete folders, named checkpoint-<clips>, nothing half written left behind
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "checkpoint-000000000024", "checkpoint-000000000048"]
-    assert (run / "checkpoints" / "checkpoint-000000000048" / "model.safetensors").is_file()
+    last = run / "checkpoints" / "checkpoint-000000000048"
+    assert (last / "model.safetensors").is_file()
+    # the EMA generator rebuilds from safetensors + its constructor arguments, no pickle involved
+    from vidgan.models import VideoGenerator, load_pretrained
+
+    ema = load_pretrained(last / "generator_ema")
+    assert isinstance(ema, VideoGenerator) and (ema.frames, ema.size) == (8, 32)
+    assert load_recipe(last / "recipe.yaml").train.batch_size == 4
     # samples: an MP4 grid that decodes back with the recipe's fps, and a PNG
     mp4 = run / "samples" / "clips-000000000048.mp4"
     with av.open(str(mp4)) as container:

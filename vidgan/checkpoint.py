@@ -39,9 +39,10 @@ def find_checkpoint(run_dir: Path, which: str) -> Path | None:
     return path
 
 
-def save_checkpoint(accelerator, run_dir: Path, clips: int, keep: int) -> Path:
+def save_checkpoint(accelerator, run_dir: Path, clips: int, keep: int, write_extra=None) -> Path:
     """`save_state` of every rank into `checkpoint-<clips>`, made visible by one rename; keeps the
-    newest `keep` checkpoints. Call on every rank."""
+    newest `keep` checkpoints. `write_extra(folder)` adds files on the main process before the rename.
+    Call on every rank."""
     folder = checkpoints_dir(run_dir)
     final = folder / f"{PREFIX}{clips:012d}"
     tmp = folder / f".tmp-{PREFIX}{clips:012d}"
@@ -53,6 +54,8 @@ def save_checkpoint(accelerator, run_dir: Path, clips: int, keep: int) -> Path:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if write_extra is not None:
+            write_extra(tmp)
         if final.exists():  # the same point saved again (a resumed run that ends where it began)
             shutil.rmtree(final)
         tmp.rename(final)

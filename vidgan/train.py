@@ -331,7 +331,8 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
                 write_samples()
             if done or _crossed(before, progress.clips, recipe.train.checkpoint_kimg):
                 check_finite()  # never save a checkpoint after a non-finite loss
-                save_checkpoint(accelerator, run_dir, progress.clips, recipe.train.keep_checkpoints)
+                save_checkpoint(accelerator, run_dir, progress.clips, recipe.train.keep_checkpoints,
+                                write_extra=lambda folder: export_generators(folder, recipe, ema, unwrap(G)))
             if done:
                 break
         else:
@@ -349,6 +350,16 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
+
+
+def export_generators(folder: Path, recipe: Recipe, ema: torch.nn.Module, generator: torch.nn.Module) -> None:
+    """Beside Accelerate's state, the generators as safetensors + constructor arguments
+    (`generator_ema/`, `generator/`) and the recipe: what sampling needs, loadable without pickle."""
+    from vidgan.models import save_pretrained
+
+    save_pretrained(ema, folder / "generator_ema")
+    save_pretrained(generator, folder / "generator")
+    (folder / "recipe.yaml").write_text(dump_recipe(recipe))
 
 
 def build_parser() -> argparse.ArgumentParser:
