@@ -120,10 +120,15 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _write_json(path: Path, obj) -> None:
+def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary name and a rename: a reader sees the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj) -> None:
+    _write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def _crossed(before: int, after: int, every_kimg: float) -> bool:
@@ -194,7 +199,7 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
 
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.yaml").write_text(dump_recipe(recipe, {**_versions(), "command": " ".join(sys.argv)}))
+        _write_text(run_dir / "recipe.yaml", dump_recipe(recipe, {**_versions(), "command": " ".join(sys.argv)}))
         _write_json(run_dir / "run.json", {
             "world_size": world, "distributed_type": str(accelerator.distributed_type),
             "mixed_precision": accelerator.mixed_precision, "device": str(device),
@@ -359,7 +364,7 @@ def export_generators(folder: Path, recipe: Recipe, ema: torch.nn.Module, genera
 
     save_pretrained(ema, folder / "generator_ema")
     save_pretrained(generator, folder / "generator")
-    (folder / "recipe.yaml").write_text(dump_recipe(recipe))
+    _write_text(folder / "recipe.yaml", dump_recipe(recipe))
 
 
 def build_parser() -> argparse.ArgumentParser:
