@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from data_tools.cli import add_prepare_parser, add_synth_parser
+from vidgan.evaluate import add_eval_parser
 
 
 def _add_info_parser(subparsers) -> None:
@@ -30,10 +31,9 @@ def _run_info(args) -> int:
 
 
 def _add_train_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a GAN on prepared clips (one process; use "
-                              "`accelerate launch vidgan/train.py` for several)", add_help=False)
-    p.add_argument("args", nargs=argparse.REMAINDER, help="RECIPE [key=value ...] [--resume latest|PATH]")
-    p.set_defaults(run=lambda a: __import__("vidgan.train", fromlist=["main"]).main(a.args))
+    # listed for --help only: `main` hands `vidgan train ...` to vidgan.train.main before parsing
+    subparsers.add_parser("train", help="train a GAN on prepared clips (one process; "
+                          "`accelerate launch vidgan/train.py` for several)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,10 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_synth_parser(subparsers)
     _add_info_parser(subparsers)
     _add_train_parser(subparsers)
+    add_eval_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # the training script parses its own arguments (`vidgan train --help`)
+        from vidgan.train import main as train_main
+
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 

@@ -1,0 +1,188 @@
+"""`vidgan eval`: how far a trained generator's clips are from real ones, as FVD (StyleGAN-V's protocol).
+
+    vidgan eval RUN_OR_CHECKPOINT --real PREPARED_DIR --i3d I3D.pt [options]
+    python vidgan/evaluate.py RUN_OR_CHECKPOINT ...                          (the same, one process)
+    accelerate launch [--multi_gpu --num_processes N] vidgan/evaluate.py ...  (N processes)
+
+RUN_OR_CHECKPOINT is a run folder (its newest checkpoint is used), a checkpoint folder
+(`RUN/checkpoints/checkpoint-<clips>`), or a generator folder written by `save_pretrained`. The EMA
+generator is used unless `--generator raw`; weights are read from safetensors, never from pickle.
+I3D.pt is StyleGAN-V's I3D TorchScript file, which vidgan never downloads; its SHA-256 is reported
+with the result. Statistics of the real clips are cached under a hash of everything that made them.
+
+The result goes to stdout as one line, `fvd2048_16f: <value>  (i3d sha256 <hex>, N real, N fake)`,
+and with every detail as JSON to `--out`; progress and cache messages go to stderr. Exit status: 0, or
+2 with a message when the inputs cannot give the metric (a missing or unreadable file, too few real
+clips, clips or a generator shorter than 16 frames, an image generator, a detector that fails).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+NUM_REAL = 2048  # real clips (StyleGAN-V's fvd2048_16f); equals vidgan.metrics.fvd.NUM_REAL
+NUM_FAKE = 2048  # generated clips; equals vidgan.metrics.fvd.NUM_FAKE
+BATCH = 16  # clips per forward pass of G and of I3D, per process
+
+
+class EvalError(ValueError):
+    """The command cannot run as asked; the message says why."""
+
+
+def _int_at_least(least: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be >= {least}, got {value}")
+        return value
+
+    return parse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("checkpoint", type=Path, metavar="RUN_OR_CHECKPOINT",
+                   help="run folder (its newest checkpoint), checkpoint folder, or generator folder")
+    p.add_argument("--real", type=Path, required=True, metavar="PREPARED_DIR",
+                   help="folder written by `vidgan prepare` with clips of >= 16 frames")
+    p.add_argument("--i3d", type=Path, required=True, metavar="PATH",
+                   help="StyleGAN-V's I3D TorchScript file (i3d_torchscript.pt); never downloaded")
+    p.add_argument("--num-real", type=_int_at_least(2), default=NUM_REAL, metavar="N",
+                   help=f"real clips; at most the clips the folder holds [{NUM_REAL}]")
+    p.add_argument("--num-fake", type=_int_at_least(2), default=NUM_FAKE, metavar="N",
+                   help=f"generated clips [{NUM_FAKE}]")
+    p.add_argument("--batch", type=_int_at_least(1), default=BATCH, metavar="B",
+                   help=f"clips per forward pass, per process [{BATCH}]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated clips' noise [0]")
+    p.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                   help="cache of real statistics [~/.cache/vidgan/fvd]")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE.json", help="write the full result as JSON")
+    p.add_argument("--generator", choices=("ema", "raw"), default="ema",
+                   help="the EMA generator (generator_ema/) or the raw one (generator/) [ema]")
+    p.add_argument("--i3d-call", choices=("auto", "kwargs", "plain"), default="auto",
+                   help="how the detector is called: auto reads its signature and passes those of "
+                        "rescale=False, resize=False, return_features=True that it declares; kwargs "
+                        "always passes them; plain calls detector(x) [auto]")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `vidgan eval` on an argparse subparsers object (`args.run(args)` → exit status)."""
+    p = subparsers.add_parser(
+        "eval", help="FVD of a trained generator against prepared real clips (StyleGAN-V's protocol)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(run=run_eval)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidgan eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add_arguments(parser)
+
+
+def generator_folder(path: Path, which: str = "ema") -> tuple[Path, Path | None]:
+    """(the folder holding the generator's config.json + model.safetensors, the checkpoint folder it
+    belongs to or None) for RUN_OR_CHECKPOINT."""
+    from vidgan.checkpoint import PREFIX, find_checkpoint
+
+    path = Path(path)
+    if not path.is_dir():
+        raise EvalError(f"{path}: no such folder (expected a run, a checkpoint or a generator folder)")
+    if (path / "config.json").is_file():
+        return path, None
+    checkpoint = path
+    is_checkpoint = re.fullmatch(rf"{PREFIX}\d+", path.name) is not None
+    if not is_checkpoint and not any((path / name).is_dir() for name in ("generator_ema", "generator")):
+        checkpoint = find_checkpoint(path, "latest")
+        if checkpoint is None:
+            raise EvalError(f"{path}: neither a checkpoint nor a run folder with checkpoints "
+                            f"(no {PREFIX}<clips>/ under {path / 'checkpoints'})")
+    folder = checkpoint / ("generator_ema" if which == "ema" else "generator")
+    if not folder.is_dir():
+        raise EvalError(f"{checkpoint}: has no {folder.name}/ (checkpoints hold it since the generators "
+                        "are exported beside Accelerate's state)")
+    return folder, checkpoint
+
+
+def load_generator(folder: Path):
+    """The generator saved in `folder`, on the CPU; an EvalError for a missing or damaged file."""
+    from vidgan.models import load_pretrained
+
+    try:
+        return load_pretrained(folder)
+    except Exception as e:  # noqa: BLE001 — safetensors, JSON and shape errors alike mean "cannot load"
+        raise EvalError(f"{folder}: cannot load the generator ({type(e).__name__}: {e})") from None
+
+
+def _versions() -> dict:
+    import accelerate
+    import torch
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        vidgan_version = version("vidgan")
+    except PackageNotFoundError:
+        vidgan_version = "unknown"
+    return {"vidgan": vidgan_version, "torch": torch.__version__, "accelerate": accelerate.__version__,
+            "python": sys.version.split()[0]}
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def evaluate(args: argparse.Namespace) -> dict | None:
+    """Compute the metric as `args` asks; the result dict on the main process, None on the others."""
+    from accelerate import Accelerator
+
+    from vidgan.metrics import get_metric
+
+    folder, checkpoint = generator_folder(args.checkpoint, args.generator)
+    generator = load_generator(folder)
+    accelerator = Accelerator()
+    result = get_metric("fvd")(
+        generator, args.real, args.i3d, accelerator=accelerator, num_real=args.num_real,
+        num_fake=args.num_fake, batch=args.batch, seed=args.seed, cache_dir=args.cache,
+        i3d_call=args.i3d_call, progress=not args.no_progress)
+    if result is not None:
+        result = {**result, "checkpoint": None if checkpoint is None else str(checkpoint.resolve()),
+                  "generator": str(folder.resolve()), "versions": _versions()}
+    accelerator.wait_for_everyone()
+    return result
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from vidgan.metrics.fvd import FVDError, result_line
+
+    try:
+        result = evaluate(args)
+    except (EvalError, FVDError) as e:
+        print(f"vidgan eval: error: {e}", file=sys.stderr)
+        return 2
+    if result is not None:
+        if args.out is not None:
+            _write_json(args.out, result)
+        print(result_line(result), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_eval(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
