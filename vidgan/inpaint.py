@@ -1,0 +1,647 @@
+"""Semantic inpainting with a trained GAN (Yeh et al. 2017): `vidgan inpaint`.
+
+    vidgan inpaint RUN_OR_CHECKPOINT --input FILE --mask MASK.png|frames:a-b --out FILE
+                   [--steps 500] [--restarts 4] [--lam 0.003] [--seed 0] [--blend poisson|paste]
+
+Given an image or a clip of which only some pixels are known, search the latent z whose G(z) best
+explains the known part, then fill the holes from G(z). Per sample the search minimises
+
+    L(z) = Σ W ⊙ |G(z) − y|      +  λ · log(1 − D(G(z)))
+           contextual loss          prior loss: −softplus(logit) on D's logit, finite for any logit
+
+y is the input, W the importance weights of Yeh et al.: a known pixel weighs the fraction of unknown
+pixels in the 7×7 window around it (an unknown pixel weighs 0), a box filter on each frame, so the
+pixels that border a hole count most. A frame whose known pixels have no hole within the window (a
+whole known frame beside missing ones, as `frames:a-b` gives) weighs each known pixel 1: otherwise
+nothing would tie z to it. Adam moves z from several random starts at once (one batch; G and D in
+eval mode, so starts do not interact), clamps it to ±Z_MAX after each step (the training prior is
+N(0, I)), and keeps, per sample, the z of lowest loss met on the way.
+
+Blending: known pixels are copied from the input, exactly. Holes get G(z) plus a correction u that is
+harmonic in the hole (Δu = 0, solved by conjugate gradients) and equals y − G(z) on the known pixels
+around it: Poisson blending (Pérez et al. 2003) with G(z)'s gradients as the guidance field, which
+removes a colour or brightness offset between G(z) and its surroundings. For clips the Laplacian joins
+neighbouring frames too, so whole missing frames take the offset of the frames around them.
+`--blend paste` copies G(z) into the holes unchanged.
+
+Inputs: a 2D (image) checkpoint takes a PNG or JPEG, a 3D (video) checkpoint any video PyAV decodes
+(its first T frames). Both are shown upright (EXIF orientation, display rotation), cropped to the
+centred square and area-resized to the model's side, as `vidgan prepare` does. The mask is a PNG,
+white = known, black = hole, either of the model's size or of the input's (then cropped and resized
+the same way; a model pixel is known only if every input pixel it covers is), one mask for all
+frames of a clip; or `frames:a-b`, frames a..b (0-based, inclusive) missing. Output: a PNG (image)
+or an MP4 at the recipe's `sample.fps` (clip), at the model's size.
+
+Layouts: images `[N, C, H, W]`, clips `[N, C, T, H, W]`, float in [-1, 1]; masks the same shape or
+broadcastable to it, 1 = known, 0 = hole; latents `[N, z_dim]`. Heavy imports happen inside the
+functions, so `vidgan --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from vidgan.recipe import Recipe
+
+STEPS = 500  # Adam steps on z per start
+RESTARTS = 4  # random starts per sample; the best one is kept
+LAM = 0.003  # λ, weight of the prior loss against the contextual loss (Yeh et al. 2017: 0.003)
+LR = 0.03  # Adam learning rate on z (units of the N(0, 1) prior's standard deviation)
+BETAS = (0.9, 0.999)  # Adam betas for the z search
+Z_MAX = 3.0  # z is clamped to [-Z_MAX, Z_MAX] after every step: ±3σ of the training prior N(0, I)
+WINDOW = 7  # side of the box filter of the importance weights, pixels (Yeh et al.: 7)
+CG_TOL = 1e-5  # Poisson blending: stop when the residual is this fraction of the right-hand side
+MASK_THRESHOLD = 128  # a mask PNG pixel is known when its grey value is at least this (0..255)
+BLENDS = ("poisson", "paste")
+
+
+class InpaintError(RuntimeError):
+    """An input the command cannot use (unreadable, wrong kind, mask of the wrong size); the message
+    says why."""
+
+
+# --- the search --------------------------------------------------------------------------------
+
+def importance_weights(mask: "torch.Tensor", window: int = WINDOW) -> "torch.Tensor":
+    """Yeh et al.'s weights for a binary mask `[N, C, (T,) H, W]` (1 = known): each known pixel weighs
+    the fraction of unknown pixels in the `window`×`window` box around it (a box filter per frame; the
+    box is cut at the image border and averages what is left), unknown pixels 0. A frame whose known
+    pixels have no unknown pixel within reach weighs each known pixel 1. Same shape as `mask`."""
+    import torch
+    import torch.nn.functional as F
+
+    shape = mask.shape
+    frames = mask.float().reshape(-1, 1, shape[-2], shape[-1])  # every frame of every channel: [F, 1, H, W]
+    hole_fraction = F.avg_pool2d(1 - frames, window, stride=1, padding=window // 2,
+                                 count_include_pad=False)  # [F, 1, H, W]
+    weights = frames * hole_fraction
+    lonely = weights.flatten(1).sum(1) == 0  # [F]: no hole near any known pixel (or no known pixel)
+    weights = torch.where(lonely[:, None, None, None], frames, weights)
+    return weights.reshape(shape)
+
+
+def inpaint(G, D, known: "torch.Tensor", mask: "torch.Tensor", steps: int = STEPS, restarts: int = RESTARTS,
+            lam: float = LAM, seed: int = 0, *, lr: float = LR, blend: str = "poisson",
+            progress: bool = False) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """Fill the holes of `known` with the generator's best explanation of the rest.
+
+    known: `[N, C, H, W]` (image G) or `[N, C, T, H, W]` (video G), float in [-1, 1]; what is under a
+      hole is ignored. mask: broadcastable to `known`, 1 (or True) = known, 0 = hole; thresholded at 0.5.
+    Searches z from `restarts` starts of `steps` Adam steps each (see the module docstring), the
+    starts drawn from `torch.Generator().manual_seed(seed)` (the global RNG is not touched); D may be
+    None when `lam` is 0. Returns `(filled, generated, z)`: `filled` like `known`, equal to it on known
+    pixels and blended from G(z) in the holes (`blend`: "poisson" or "paste"); `generated` = G(z)
+    `[N, C, (T,) H, W]`; z `[N, z_dim]`; all on `known`'s device. G and D are used in eval mode and
+    left as they were.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {', '.join(BLENDS)}; got {blend!r}")
+    if steps < 0 or restarts < 1 or lam < 0 or lr <= 0:
+        raise ValueError(f"need steps >= 0, restarts >= 1, lam >= 0, lr > 0; got {steps}, {restarts}, {lam}, {lr}")
+    if not isinstance(known, torch.Tensor) or not known.is_floating_point() or known.ndim not in (4, 5):
+        raise ValueError("known must be a float tensor [N, C, H, W] or [N, C, T, H, W] in [-1, 1]; got "
+                         f"{getattr(known, 'shape', type(known).__name__)}")
+    mask = torch.as_tensor(mask, device=known.device)
+    try:
+        mask = (mask.float() >= 0.5).float().expand(known.shape).contiguous()  # [N, C, (T,) H, W]
+    except RuntimeError:
+        raise ValueError(f"mask of shape {list(mask.shape)} does not broadcast to known's shape "
+                         f"{list(known.shape)}") from None
+
+    if D is None and lam > 0:
+        raise ValueError("the prior loss (lam > 0) needs the discriminator D")
+    device = next(G.parameters()).device
+    z_dim = G.z_dim
+    n = known.shape[0]
+    y = known.detach().to(device, torch.float32)
+    m = mask.to(device)
+    modules = [G] if D is None else [G, D]
+    states = [(module, module.training, [p.requires_grad for p in module.parameters()]) for module in modules]
+    try:
+        for module in modules:
+            module.eval().requires_grad_(False)
+        with torch.no_grad():
+            made = G(torch.zeros(1, z_dim, device=device)).shape[1:]
+        if tuple(made) != tuple(y.shape[1:]):
+            raise ValueError(f"known is {list(y.shape)}, but G makes [N, {', '.join(map(str, made))}]")
+
+        weights = importance_weights(m).repeat(restarts, *[1] * (y.ndim - 1))  # [R·N, C, (T,) H, W]
+        target = y.repeat(restarts, *[1] * (y.ndim - 1))  # start r of sample i at row r·N + i
+        noise = torch.Generator().manual_seed(seed)
+        z = torch.randn(restarts * n, z_dim, generator=noise).clamp_(-Z_MAX, Z_MAX).to(device)  # [R·N, z]
+        z.requires_grad_(True)
+        optimizer = torch.optim.Adam([z], lr=lr, betas=BETAS)
+        best_loss = torch.full((restarts * n,), float("inf"), device=device)
+        best_z = z.detach().clone()
+
+        def loss_of(z: torch.Tensor) -> torch.Tensor:
+            x = G(z)  # [R·N, C, (T,) H, W]
+            loss = (weights * (x - target).abs()).flatten(1).sum(1)  # contextual loss, [R·N]
+            if lam > 0:
+                loss = loss - lam * F.softplus(D(x).float())  # + λ·log(1 − σ(logit))
+            return loss
+
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps, unit="step", desc="inpaint", dynamic_ncols=True)
+        for step in range(steps + 1):
+            loss = loss_of(z)
+            with torch.no_grad():  # keep the best z met so far: loss is that of z before this step
+                better = loss < best_loss
+                best_loss = torch.where(better, loss, best_loss)
+                best_z[better] = z[better]
+            if step == steps:
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()  # starts and samples are independent: one sum, per-row gradients
+            optimizer.step()
+            with torch.no_grad():
+                z.clamp_(-Z_MAX, Z_MAX)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+
+        pick = best_loss.view(restarts, n).argmin(0)  # [N]: the best start of each sample
+        z_best = best_z.view(restarts, n, z_dim)[pick, torch.arange(n, device=device)]  # [N, z]
+        with torch.no_grad():
+            generated = G(z_best).float()  # [N, C, (T,) H, W]
+        filled = poisson_blend(y, generated, m) if blend == "poisson" else m * y + (1 - m) * generated
+    finally:
+        for module, training, grads in states:
+            module.train(training)
+            for p, g in zip(module.parameters(), grads):
+                p.requires_grad_(g)
+    filled = filled.clamp(-1, 1)
+    filled = torch.where(m.bool(), y, filled)  # known pixels exactly as given
+    out = known.device
+    return filled.to(out, known.dtype), generated.to(out), z_best.detach().to(out)
+
+
+def _neighbour_sum(x: "torch.Tensor", dims: tuple[int, ...]) -> "torch.Tensor":
+    """Sum of each element's axis neighbours along `dims` (2 per axis), zero outside the grid."""
+    import torch
+
+    out = torch.zeros_like(x)
+    for d in dims:
+        size = x.shape[d]
+        if size < 2:
+            continue
+        out.narrow(d, 1, size - 1).add_(x.narrow(d, 0, size - 1))
+        out.narrow(d, 0, size - 1).add_(x.narrow(d, 1, size - 1))
+    return out
+
+
+def poisson_blend(known: "torch.Tensor", generated: "torch.Tensor", mask: "torch.Tensor",
+                  max_iter: int | None = None) -> "torch.Tensor":
+    """Known pixels from `known`; holes from `generated` + u, u harmonic in the holes and equal to
+    `known − generated` on the known pixels: Poisson blending with G's gradients as guidance.
+
+    All `[N, C, (T,) H, W]`, mask 1 = known. The discrete Laplace equation over the axis neighbours
+    (H, W, and T for clips; no flux across the border) is solved on the hole pixels by conjugate
+    gradients, each channel of each sample its own system. A hole region that touches no known pixel
+    gets u = 0 (plain G(z)).
+    """
+    import torch
+
+    shape = known.shape
+    spatial = shape[2:]
+    flat = lambda t: t.reshape(-1, *spatial).float()  # noqa: E731  [N·C, (T,) H, W]
+    m, y, g = flat(mask.expand(shape)), flat(known), flat(generated)
+    hole = 1 - m
+    dims = tuple(range(1, m.ndim))
+    diff = m * (y - g)  # [N·C, ...]: the offset to continue into the holes
+    degree = _neighbour_sum(torch.ones_like(m), dims)  # neighbours inside the grid
+
+    def apply(u: torch.Tensor) -> torch.Tensor:  # the Laplacian restricted to hole pixels (SPD there)
+        return hole * (degree * u - _neighbour_sum(hole * u, dims))
+
+    def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a * b).flatten(1).sum(1).view(-1, *[1] * len(spatial))  # [N·C, 1, ...]
+
+    b = hole * _neighbour_sum(diff, dims)  # known neighbours moved to the right-hand side
+    u = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rr = dot(r, r)
+    stop = (CG_TOL ** 2) * rr.clamp_min(1e-20)
+    max_iter = max_iter if max_iter is not None else 4 * sum(spatial) + 100  # ~side iterations suffice
+    for _ in range(max_iter):
+        if bool((rr <= stop).all()):
+            break
+        Ap = apply(p)
+        pAp = dot(p, Ap)
+        alpha = torch.where(pAp > 0, rr / pAp.clamp_min(1e-30), torch.zeros_like(pAp))
+        u = u + alpha * p
+        r = r - alpha * Ap
+        rr_new = dot(r, r)
+        beta = torch.where(rr > 0, rr_new / rr.clamp_min(1e-30), torch.zeros_like(rr))
+        p = r + beta * p
+        rr = rr_new
+    filled = m * y + hole * (g + u)
+    return filled.reshape(shape).to(known.dtype)
+
+
+# --- models ------------------------------------------------------------------------------------
+
+class Models(NamedTuple):
+    """What inpainting needs from a checkpoint."""
+
+    G: object  # the EMA generator (eval mode, no gradients)
+    D: object  # the discriminator (eval mode, no gradients)
+    recipe: "Recipe"  # the recipe that trained them
+    checkpoint: Path  # the checkpoint folder they came from
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder → its newest checkpoint; a checkpoint folder → itself; anything else: InpaintError."""
+    from vidgan.checkpoint import find_checkpoint
+
+    path = Path(path)
+    if not path.is_dir():
+        raise InpaintError(f"{path}: no such run or checkpoint folder")
+    if (path / "generator_ema").is_dir() or (path / "model_1.safetensors").is_file():
+        return path
+    if (path / "checkpoints").is_dir() or (path / "run.json").is_file():
+        found = find_checkpoint(path, "latest")
+        if found is None:
+            raise InpaintError(f"{path}: no checkpoint in {path / 'checkpoints'} yet")
+        return found
+    raise InpaintError(f"{path}: not a run folder (with checkpoints/) or a checkpoint folder "
+                       "(checkpoint-<clips>/ with generator_ema/)")
+
+
+def load_models(path: str | Path, device: str = "cpu") -> Models:
+    """The EMA generator and the discriminator of a run's newest checkpoint, or of a checkpoint
+    folder; no pickle is read. Errors (missing or corrupt files, a D that does not fit the recipe)
+    are InpaintErrors naming the file."""
+    import copy
+
+    import torch
+    from safetensors.torch import load_file
+
+    from vidgan.models import DCGANGenerator, VideoGenerator, load_pretrained
+    from vidgan.recipe import RecipeError, load_recipe
+    from vidgan.train import build_models
+
+    checkpoint = resolve_checkpoint(path)
+    recipe_path, g_path, d_path = (checkpoint / "recipe.yaml", checkpoint / "generator_ema",
+                                   checkpoint / "model_1.safetensors")
+    for needed in (recipe_path, g_path, d_path):
+        if not needed.exists():
+            raise InpaintError(f"{checkpoint}: no {needed.name}: not a complete checkpoint")
+    try:
+        recipe = load_recipe(recipe_path)
+    except RecipeError as e:
+        raise InpaintError(f"{recipe_path}: {e}") from None
+    try:
+        G = load_pretrained(g_path)
+    except Exception as e:  # missing or corrupt config/weights, another architecture: say which file
+        raise InpaintError(f"{g_path}: cannot load the generator ({type(e).__name__}: {e})") from None
+    want = VideoGenerator if recipe.model.kind == "video" else DCGANGenerator
+    if not isinstance(G, want):
+        raise InpaintError(f"{g_path} holds a {type(G).__name__}, but its recipe trains model.kind="
+                           f"{recipe.model.kind}")
+    plain = copy.deepcopy(recipe)  # the same state-dict keys without the multi-GPU / memory switches
+    plain.model.sync_batchnorm = plain.model.channels_last = False
+    with torch.random.fork_rng(devices=[]):  # building D draws its init from the global RNG: leave it be
+        D = build_models(plain)[1]
+    try:
+        state = load_file(str(d_path), device="cpu")
+        state = {re.sub(r"^(_orig_mod\.|module\.)+", "", k): v for k, v in state.items()}
+        D.load_state_dict(state, strict=True)
+    except Exception as e:  # corrupt file, or weights of another architecture
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InpaintError(f"{d_path}: cannot load the discriminator the recipe describes ({first})") from None
+    G = G.to(device).eval().requires_grad_(False)
+    D = D.to(device).eval().requires_grad_(False)
+    return Models(G, D, recipe, checkpoint)
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+class Geometry(NamedTuple):
+    """How an input's stored pixels become the model's S×S: the centred square crop, then area resize."""
+
+    width: int  # input width as stored (after EXIF orientation for images), pixels
+    height: int  # input height, pixels
+    sar: object  # pixel aspect ratio (Fraction)
+    rotation: int  # display rotation still to apply (videos), degrees counter-clockwise
+
+
+def _area_resize(array: "np.ndarray", geometry: Geometry, size: int) -> "np.ndarray":
+    """float `[H, W, C]` stored pixels → `[S, S, C]`: centred square crop (as displayed) + exact area
+    resize, the transform `vidgan prepare` applies (data_tools.geometry)."""
+    import numpy as np
+
+    from data_tools.geometry import area_matrix, square_crop
+
+    box = square_crop(geometry.width, geometry.height, geometry.sar)
+    crop = array[box.y: box.y + box.height, box.x: box.x + box.width].astype(np.float32)  # [h, w, C]
+    rows, cols = area_matrix(box.height, size), area_matrix(box.width, size)  # [S, h], [S, w]
+    return np.einsum("sh,hwc,tw->stc", rows, crop, cols, optimize=True)  # [S, S, C]
+
+
+def _open_image(path: Path):
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)  # upright, as a viewer shows it
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise InpaintError(f"cannot read {path} as an image ({e})") from None
+
+
+def _is_video(path: Path) -> bool:
+    """Whether `path` holds a moving picture PyAV decodes: a video container with a decodable frame,
+    or at least two decodable frames (FFmpeg opens any file named *.png as a one-picture 'video')."""
+    import av
+
+    from data_tools.backends.base import DecodeError
+    from data_tools.backends.pyav import open_video
+    from data_tools.discover import sniff_container
+
+    with open(path, "rb") as f:
+        container_kind = sniff_container(f.read(512))
+    try:
+        container, stream = open_video(path)
+    except (DecodeError, OSError):
+        return False
+    decoded = 0
+    try:
+        for _ in container.decode(stream):
+            decoded += 1
+            if decoded == 2:
+                break
+    except (av.error.FFmpegError, ValueError):
+        pass
+    finally:
+        container.close()
+    return decoded >= 2 or (decoded == 1 and container_kind is not None)
+
+
+def _is_still_image(path: Path) -> bool:
+    """Whether `path` is a picture of one frame (FFmpeg opens PNG and JPEG files as 1-frame videos)."""
+    from data_tools.discover import sniff_container
+
+    with open(path, "rb") as f:
+        if sniff_container(f.read(512)) is not None:
+            return False
+    try:
+        image = _open_image(path)
+    except InpaintError:
+        return False
+    return getattr(image, "n_frames", 1) == 1
+
+
+def load_image(path: str | Path, size: int) -> tuple["np.ndarray", Geometry]:
+    """An image file → uint8 RGB `[S, S, 3]` (upright, centred square, area-resized) and its geometry."""
+    import numpy as np
+    from fractions import Fraction
+
+    path = Path(path)
+    if not path.is_file():
+        raise InpaintError(f"--input {path}: no such file")
+    try:
+        image = _open_image(path)
+    except InpaintError:
+        if _is_video(path):
+            raise InpaintError(f"--input {path} is a video, but the checkpoint holds an image (2D) model: "
+                               "give a PNG or JPEG image") from None
+        raise
+    rgb = np.asarray(image.convert("RGB"))  # [H, W, 3] uint8
+    geometry = Geometry(rgb.shape[1], rgb.shape[0], Fraction(1), 0)
+    out = _area_resize(rgb, geometry, size)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8), geometry
+
+
+def load_clip(path: str | Path, size: int, frames: int) -> tuple["np.ndarray", Geometry]:
+    """A video file → its first `frames` frames as uint8 RGB `[T, S, S, 3]`, decoded by PyAV exactly
+    as `vidgan prepare` decodes (display rotation, centred square, area resize), and its geometry."""
+    import numpy as np
+
+    from data_tools.backends.base import DecodeError
+    from data_tools.backends.pyav import iter_frames, open_video, stream_sar
+    from data_tools.geometry import normalise_rotation
+
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise InpaintError(f"--input {path}: no such file")
+    if _is_still_image(path):
+        raise InpaintError(f"--input {path} is an image, but the checkpoint holds a video (3D) model: "
+                           "give a video")
+    try:
+        container, stream = open_video(path)
+        try:
+            first = next(container.decode(stream))
+            geometry = Geometry(first.width, first.height, stream_sar(stream), normalise_rotation(first.rotation))
+        finally:
+            container.close()
+        decoded = []
+        source = iter_frames(path, size, {})
+        try:
+            for frame in source:
+                decoded.append(frame.convert())  # [S, S, 3] uint8
+                if len(decoded) == frames:
+                    break
+        finally:
+            source.close()
+    except (DecodeError, StopIteration, OSError, av.error.FFmpegError) as e:
+        why = e if str(e) else "no frame decoded"
+        raise InpaintError(f"cannot read {path} as a video ({why})") from None
+    if len(decoded) < frames:
+        raise InpaintError(f"--input {path} has {len(decoded)} frames, but the model makes clips of {frames}")
+    return np.stack(decoded), geometry
+
+
+def parse_frames_spec(text: str) -> tuple[int, int] | None:
+    """`frames:a-b` (or `frames:a`) → (a, b), 0-based inclusive; None when `text` is not of that form."""
+    match = re.fullmatch(r"frames:(\d+)(?:-(\d+))?", text.strip())
+    if match is None:
+        return None
+    a = int(match.group(1))
+    b = int(match.group(2)) if match.group(2) is not None else a
+    return a, b
+
+
+def load_mask(spec: str | Path, size: int, frames: int | None, geometry: Geometry) -> "np.ndarray":
+    """The known pixels as a float32 array of 0/1: `[S, S]` from a mask PNG (white = known), or `[T]`
+    from `frames:a-b` (those frames missing; clips only). A mask PNG is of the model's size, or of the
+    input's (then transformed like the input; a model pixel is known only if all it covers is)."""
+    import numpy as np
+
+    text = str(spec)
+    span = parse_frames_spec(text) if text.startswith("frames:") else None
+    if text.startswith("frames:"):
+        if span is None:
+            raise InpaintError(f"--mask {text}: expected frames:a-b (0-based, inclusive), e.g. frames:3-5")
+        if frames is None:
+            raise InpaintError(f"--mask {text}: missing frames need a video (3D) checkpoint; this one makes "
+                               "images: give a mask PNG")
+        a, b = span
+        if not a <= b < frames:
+            raise InpaintError(f"--mask {text}: need 0 <= a <= b < {frames} (the model's clip length)")
+        if b - a + 1 == frames:
+            raise InpaintError(f"--mask {text}: every frame would be missing; at least one must be known")
+        known = np.ones(frames, np.float32)
+        known[a: b + 1] = 0
+        return known
+    path = Path(text)
+    if not path.is_file():
+        raise InpaintError(f"--mask {path}: no such file")
+    image = _open_image(path)
+    grey = np.asarray(image.convert("L"))  # [h, w] uint8
+    known = (grey >= MASK_THRESHOLD).astype(np.float32)
+    h, w = known.shape
+    if (w, h) == (size, size):
+        pass
+    elif (w, h) == (geometry.width, geometry.height) and geometry.rotation == 0:
+        known = (_area_resize(known[:, :, None], geometry, size)[:, :, 0] > 1 - 1e-4).astype(np.float32)
+    else:
+        input_size = "" if geometry.rotation or (geometry.width, geometry.height) == (size, size) else \
+            f" or the input's {geometry.width}×{geometry.height}"
+        raise InpaintError(f"--mask {path} is {w}×{h}, but it must match the model's {size}×{size}{input_size}")
+    if not known.any():
+        raise InpaintError(f"--mask {path}: no pixel is known (white = known, black = hole)")
+    return known
+
+
+# --- the command -------------------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, metavar="RUN_OR_CHECKPOINT",
+                   help="run folder (its newest checkpoint) or checkpoint folder")
+    p.add_argument("--input", type=Path, required=True, metavar="FILE",
+                   help="PNG/JPEG image (2D checkpoint) or video (3D checkpoint; its first T frames)")
+    p.add_argument("--mask", required=True, metavar="FILE|frames:a-b",
+                   help="PNG, white = known, black = hole (the model's size or the input's; one for all "
+                        "frames), or frames:a-b = frames a..b (0-based, inclusive) missing")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .png (image) or .mp4 (clip)")
+    p.add_argument("--steps", type=_non_negative_int, default=STEPS, help=f"Adam steps on z per start [{STEPS}]")
+    p.add_argument("--restarts", type=_positive_int, default=RESTARTS,
+                   help=f"random starts; the best is kept [{RESTARTS}]")
+    p.add_argument("--lam", type=_non_negative_float, default=LAM,
+                   help=f"weight of the discriminator's prior loss [{LAM}]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting latents [0]")
+    p.add_argument("--blend", choices=BLENDS, default="poisson",
+                   help="poisson: G(z) with its offset to the surroundings removed; paste: G(z) as is [poisson]")
+    p.add_argument("--device", default=None, help="torch device [cuda if available, else cpu]")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_inpaint_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `vidgan inpaint` on the `vidgan` command's subparsers."""
+    p = subparsers.add_parser("inpaint", help="fill holes or missing frames with a trained GAN (Yeh et al. 2017)",
+                              description="Search the latent whose generated image or clip best explains the "
+                                          "known pixels (contextual loss + the discriminator's prior), then "
+                                          "blend it into the holes and write a PNG or MP4.")
+    _add_arguments(p)
+    p.set_defaults(run=run_inpaint)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidgan inpaint", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(parser)
+    return parser
+
+
+def run_inpaint(args: argparse.Namespace) -> int:
+    """The command: 0 when the file was written, 1 for an input or checkpoint it cannot use."""
+    try:
+        inpaint_file(args.checkpoint, args.input, args.mask, args.out, steps=args.steps, restarts=args.restarts,
+                     lam=args.lam, seed=args.seed, blend=args.blend, device=args.device,
+                     progress=not args.quiet)
+    except InpaintError as e:
+        print(f"vidgan inpaint: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def inpaint_file(checkpoint: str | Path, input_path: str | Path, mask: str | Path, out: str | Path, *,
+                 steps: int = STEPS, restarts: int = RESTARTS, lam: float = LAM, seed: int = 0,
+                 blend: str = "poisson", device: str | None = None, progress: bool = False) -> Path:
+    """`vidgan inpaint` as a function: read, search, blend, write `out`; returns `out`."""
+    import torch
+
+    from vidgan.export import to_uint8_frames, write_mp4, write_png
+
+    out = Path(out)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    models = load_models(checkpoint, device)
+    video = models.recipe.model.kind == "video"
+    want = ".mp4" if video else ".png"
+    if out.suffix.lower() != want:
+        raise InpaintError(f"--out {out}: {'a video (3D)' if video else 'an image (2D)'} checkpoint writes {want}")
+    if not out.parent.is_dir():
+        raise InpaintError(f"--out {out}: no folder {out.parent}")
+    size, frames = models.G.size, (models.G.frames if video else None)
+    pixels, geometry = (load_clip(input_path, size, frames) if video else load_image(input_path, size))
+    known_np = load_mask(mask, size, frames, geometry)
+
+    x = torch.from_numpy(pixels).to(device).float().div_(127.5).sub_(1.0)  # [T, S, S, 3] or [S, S, 3]
+    known_mask = torch.from_numpy(known_np).to(device)
+    if video:
+        x = x.permute(3, 0, 1, 2)[None]  # [1, 3, T, S, S]
+        m = known_mask.view(1, 1, -1, 1, 1) if known_mask.ndim == 1 else known_mask.view(1, 1, 1, size, size)
+    else:
+        x = x.permute(2, 0, 1)[None]  # [1, 3, S, S]
+        m = known_mask.view(1, 1, size, size)
+    filled, generated, _ = inpaint(models.G, models.D, x, m, steps=steps, restarts=restarts, lam=lam, seed=seed,
+                                   blend=blend, progress=progress)
+    frames_out = to_uint8_frames(filled)[0]  # [T, S, S, 3]
+    if video:
+        write_mp4(out, frames_out, models.recipe.sample.fps)
+    else:
+        write_png(out, frames_out[0])
+    m_full = m.expand_as(x)
+    fit = ((generated - x).abs() * m_full).sum() / m_full.sum() * 127.5
+    print(f"wrote {out} ({models.checkpoint.name}; G(z) is off the known pixels by {fit.item():.1f}/255 on average)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_inpaint(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
