@@ -10,6 +10,7 @@ from pathlib import Path
 from data_tools.cli import add_prepare_parser, add_synth_parser
 from vidgan.evaluate import add_eval_parser
 from vidgan.inpaint import add_inpaint_parser
+from vidgan.sample import add_interpolate_parser, add_sample_parser
 
 
 def _add_info_parser(subparsers) -> None:
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_synth_parser(subparsers)
     _add_info_parser(subparsers)
     _add_train_parser(subparsers)
+    add_sample_parser(subparsers)
+    add_interpolate_parser(subparsers)
     add_eval_parser(subparsers)
     add_inpaint_parser(subparsers)
     return parser
