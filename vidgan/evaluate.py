@@ -125,16 +125,9 @@ def load_generator(folder: Path):
 
 
 def _versions() -> dict:
-    import accelerate
-    import torch
-    from importlib.metadata import PackageNotFoundError, version
+    from vidgan.train import _versions as run_versions  # the same facts a training run records
 
-    try:
-        vidgan_version = version("vidgan")
-    except PackageNotFoundError:
-        vidgan_version = "unknown"
-    return {"vidgan": vidgan_version, "torch": torch.__version__, "accelerate": accelerate.__version__,
-            "python": sys.version.split()[0]}
+    return run_versions()
 
 
 def _write_json(path: Path, obj) -> None:
