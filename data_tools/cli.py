@@ -9,18 +9,23 @@ from fractions import Fraction
 from pathlib import Path
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (shared by every vidgan command)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
-def _fps(text: str) -> Fraction:
+def frame_rate(text: str) -> Fraction:
+    """argparse type: a frame rate > 0 as an exact fraction (25, 29.97, 30000/1001)."""
     try:
         value = Fraction(text)
     except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"not a frame rate: {text!r} (e.g. 25, 29.97, 30000/1001)")
+        raise argparse.ArgumentTypeError(f"not a frame rate: {text!r} (e.g. 25, 29.97, 30000/1001)") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
@@ -35,22 +40,22 @@ def add_prepare_parser(subparsers) -> None:
     p.add_argument("src", type=Path, help="folder of videos, e.g. UCF-101/<Class>/v_*.avi")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder [SRC-t<T>-s<S> beside SRC, plus a suffix per non-default option]")
-    p.add_argument("--frames", type=_positive_int, default=16, metavar="T", help="frames per clip [16]")
-    p.add_argument("--size", type=_positive_int, default=64, metavar="S", help="output side in pixels [64]")
-    p.add_argument("--stride", type=_positive_int, default=None, metavar="K",
+    p.add_argument("--frames", type=positive_int, default=16, metavar="T", help="frames per clip [16]")
+    p.add_argument("--size", type=positive_int, default=64, metavar="S", help="output side in pixels [64]")
+    p.add_argument("--stride", type=positive_int, default=None, metavar="K",
                    help="output frames between clip starts [T: clips do not overlap]")
-    p.add_argument("--fps", type=_fps, default=None, metavar="F",
+    p.add_argument("--fps", type=frame_rate, default=None, metavar="F",
                    help="resample to F frames/s by timestamps [keep every decoded frame]")
-    p.add_argument("--max-clips-per-video", type=_positive_int, default=None, metavar="M",
+    p.add_argument("--max-clips-per-video", type=positive_int, default=None, metavar="M",
                    help="at most M clips from each video [all]")
-    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="decode processes [number of CPU cores]")
     p.add_argument("--backend", choices=("auto", "decord", "pyav"), default="auto",
                    help="decoder [auto: PyAV, decord where PyAV cannot read a file]")
     p.add_argument("--split-file", type=Path, default=None, metavar="PATH",
                    help="UCF-101 trainlist0N.txt/testlist0N.txt: keep only the listed videos "
                         "(labels from classInd.txt beside it)")
-    p.add_argument("--shard-mb", type=_positive_int, default=256, metavar="MB",
+    p.add_argument("--shard-mb", type=positive_int, default=256, metavar="MB",
                    help="close a shard once it holds this many MiB [256]")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any file is skipped")
     p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
@@ -86,10 +91,10 @@ def add_synth_parser(subparsers) -> None:
         description="Write moving-shape videos (H.264 MP4 and MPEG-4 AVI), one folder per class, "
                     "ready for `vidgan prepare`.")
     p.add_argument("out", type=Path, help="folder to write (OUT/<class>/*.mp4|avi)")
-    p.add_argument("--classes", type=_positive_int, default=4, help="number of classes [4]")
-    p.add_argument("--videos-per-class", type=_positive_int, default=4, help="videos per class [4]")
+    p.add_argument("--classes", type=positive_int, default=4, help="number of classes [4]")
+    p.add_argument("--videos-per-class", type=positive_int, default=4, help="videos per class [4]")
     p.add_argument("--seconds", type=float, default=3.0, help="length of each video [3.0]")
-    p.add_argument("--fps", type=_positive_int, default=25, help="frame rate [25]")
+    p.add_argument("--fps", type=positive_int, default=25, help="frame rate [25]")
     p.add_argument("--seed", type=int, default=0, help="random seed [0]")
     p.set_defaults(run=run_synth)
 

@@ -45,6 +45,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from data_tools.cli import positive_int
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -524,13 +526,6 @@ def load_mask(spec: str | Path, size: int, frames: int | None, geometry: Geometr
 
 # --- the command -------------------------------------------------------------------------------
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -555,7 +550,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                         "frames), or frames:a-b = frames a..b (0-based, inclusive) missing")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .png (image) or .mp4 (clip)")
     p.add_argument("--steps", type=_non_negative_int, default=STEPS, help=f"Adam steps on z per start [{STEPS}]")
-    p.add_argument("--restarts", type=_positive_int, default=RESTARTS,
+    p.add_argument("--restarts", type=positive_int, default=RESTARTS,
                    help=f"random starts; the best is kept [{RESTARTS}]")
     p.add_argument("--lam", type=_non_negative_float, default=LAM,
                    help=f"weight of the discriminator's prior loss [{LAM}]")

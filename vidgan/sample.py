@@ -25,6 +25,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from data_tools.cli import frame_rate, positive_int
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -358,30 +360,10 @@ def write_interpolation(G, out_path: str | Path, seed: int = 0, points: int = 2,
 
 # --- command line -----------------------------------------------------------------------------
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _at_least_two(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value < 2:
         raise argparse.ArgumentTypeError(f"must be >= 2, got {value}")
-    return value
-
-
-def _fps(text: str) -> Fraction:
-    try:
-        value = Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"not a frame rate: {text!r} (e.g. 8, 29.97, 30000/1001)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
@@ -389,11 +371,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, metavar="RUN_OR_CHECKPOINT",
                    help="run folder (its newest checkpoint), checkpoint folder, or generator folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise [0]")
-    p.add_argument("--fps", type=_fps, default=None, metavar="F",
+    p.add_argument("--fps", type=frame_rate, default=None, metavar="F",
                    help="frame rate of the MP4 [the recipe's sample.fps]")
-    p.add_argument("--upscale", type=_positive_int, default=1, metavar="K",
+    p.add_argument("--upscale", type=positive_int, default=1, metavar="K",
                    help="enlarge K× with nearest neighbour, for viewing [1]")
-    p.add_argument("--batch", type=_positive_int, default=DEFAULT_BATCH, metavar="B",
+    p.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH, metavar="B",
                    help=f"latents per generator pass; does not change the output [{DEFAULT_BATCH}]")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its EMA")
     p.add_argument("--device", default="auto", help="torch device [auto: cuda if available, else cpu]")
@@ -401,7 +383,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _configure_sample(p: argparse.ArgumentParser) -> None:
     _add_common(p)
-    p.add_argument("--num", type=_positive_int, default=16, metavar="N", help="clips to write [16]")
+    p.add_argument("--num", type=positive_int, default=16, metavar="N", help="clips to write [16]")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="folder for sample-00000.mp4, … (PNGs for an image model)")
     p.add_argument("--grid", action="store_true",
@@ -413,7 +395,7 @@ def _configure_sample(p: argparse.ArgumentParser) -> None:
 
 def _configure_interpolate(p: argparse.ArgumentParser) -> None:
     _add_common(p)
-    p.add_argument("--steps", type=_positive_int, required=True, metavar="K",
+    p.add_argument("--steps", type=positive_int, required=True, metavar="K",
                    help="slerp steps from one noise vector to the next")
     p.add_argument("--points", type=_at_least_two, default=2, metavar="P",
                    help="random noise vectors the walk passes through [2]")
