@@ -3,7 +3,12 @@
     python benchmarks/bench_prepare.py ../shared/bench-corpus [--size 64] [--repeat 3] [--rss]
 
 Chains, each over every video of DIR, best of --repeat rounds (the chains take turns):
-  raw PyAV   PyAV decode (1 thread) + one FFmpeg filter graph: crop, scale (area), rgb24; no writing
+  raw PyAV   PyAV decode (1 thread) + one FFmpeg filter graph: crop, scale (area), rgb24; no writing.
+             Twice: with the graph on 1 thread (the best chain, and the baseline) and with FFmpeg's
+             default, which threads the filters across all cores (slower on frames this small)
+  raw PyAV, complete clips only
+             the 1-thread chain converting only the frames of complete 16-frame clips, as prepare
+             does, and writing nothing: the ceiling of any tool that decodes every frame
   raw decord decord decode with decoder-side resize to the short side S, numpy centre crop; no writing
   prepare    `vidgan prepare` with 1 and with 2 workers, everything included (process start, shards,
              index), into a fresh folder each time
@@ -26,7 +31,11 @@ from pathlib import Path
 import numpy as np
 
 
-def raw_pyav(paths: list[Path], size: int) -> int:
+def raw_pyav(paths: list[Path], size: int, filter_threads: int | None = 1,
+             clip_frames: int | None = None) -> int:
+    """`filter_threads` None leaves FFmpeg's default: the filters threaded across all cores. With
+    `clip_frames` T, only the frames of complete T-frame clips (by the declared frame count) are
+    converted, as `prepare` does: the ceiling of a tool that decodes every frame."""
     import av
 
     frames = 0
@@ -35,10 +44,16 @@ def raw_pyav(paths: list[Path], size: int) -> int:
             stream = container.streams.video[0]
             stream.codec_context.thread_count = 1
             graph = None
-            for frame in container.decode(stream):
+            convert = (stream.frames // clip_frames) * clip_frames if clip_frames else None
+            for k, frame in enumerate(container.decode(stream)):
+                frames += 1
+                if convert is not None and k >= convert:
+                    continue
                 if graph is None:
                     side = min(frame.width, frame.height)
                     graph = av.filter.Graph()
+                    if filter_threads is not None:
+                        graph.threads = filter_threads
                     chain = [graph.add_buffer(template=stream),
                              graph.add("crop", f"{side}:{side}:{(frame.width - side) // 2}:"
                                                f"{(frame.height - side) // 2}"),
@@ -49,7 +64,6 @@ def raw_pyav(paths: list[Path], size: int) -> int:
                     graph.configure()
                 graph.vpush(frame)
                 graph.vpull().to_ndarray()
-                frames += 1
     return frames
 
 
@@ -172,21 +186,26 @@ def main() -> None:
 def run_chains(src: Path, paths: list[Path], args) -> None:
     print(f"{len(paths)} videos in {args.dir}" + (f" ({args.copies} links to each)" if args.copies > 1 else "")
           + f", {os.cpu_count()} CPU cores, S={args.size}, best of {args.repeat}\n")
-    names = ["raw PyAV chain (decode + filter graph)", "raw decord (decoder-side resize)",
+    names = ["raw PyAV chain (decode + filter graph on 1 thread)",
+             "raw PyAV chain, FFmpeg's default filter threads",
+             "raw PyAV chain converting only complete clips' frames (nothing written)",
+             "raw decord (decoder-side resize)",
              "vidgan prepare, 1 worker", "vidgan prepare, 2 workers",
              "raw PyAV chain, files split over 2 processes"]
-    chains = [lambda: raw_pyav(paths, args.size), lambda: raw_decord(paths, args.size),
-              lambda: run_prepare(src, args.size, 1), lambda: run_prepare(src, args.size, 2),
-              lambda: raw_pyav_two_processes(paths, args.size)]
+    chains = [lambda: raw_pyav(paths, args.size), lambda: raw_pyav(paths, args.size, None),
+              lambda: raw_pyav(paths, args.size, clip_frames=16), lambda: raw_decord(paths, args.size),
+              lambda: run_prepare(src, args.size, 1),
+              lambda: run_prepare(src, args.size, 2), lambda: raw_pyav_two_processes(paths, args.size)]
     rows = [(name, *rate) for name, rate in zip(names, best_rates(chains, args.repeat))]
-    base = rows[0][1]
+    base, default_threads, one, two, ceiling = rows[0][1], rows[1][1], rows[4][1], rows[5][1], rows[6][1]
     print("| chain | frames | frames/s | × raw PyAV |")
     print("|---|---|---|---|")
     for name, rate, frames in rows:
         print(f"| {name} | {frames} | {rate:,.0f} | {rate / base:.2f} |")
-    print(f"\nprepare 2 workers / 1 worker: {rows[3][1] / rows[2][1]:.2f}× "
-          f"(the raw chain's own 2-process scaling on this machine: {rows[4][1] / base:.2f}×)")
-    print(f"prepare 1 worker / raw PyAV chain: {rows[2][1] / base:.2f}×")
+    print(f"\nprepare 1 worker / raw PyAV chain: {one / base:.2f}× "
+          f"(/ the chain with FFmpeg's default filter threads: {one / default_threads:.2f}×)")
+    print(f"prepare 2 workers / 1 worker: {two / one:.2f}× "
+          f"(the raw chain's own 2-process scaling on this machine: {ceiling / base:.2f}×)")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,25 @@
-"""One video → one part file: the unit of work a `vidgan prepare` worker runs.
+"""One video → its stored frames and its record: the unit of work a `vidgan prepare` worker runs.
 
-A part is `<key>.npy` (the video's stored frames `[F, S, S, 3]` uint8) committed before `<key>.json`
-(its record); a record on disk therefore always describes a complete part. Workers import neither
-torch nor vidgan: they start fast and stay small.
+The frames go to a sink as they are converted (in a worker: a pipe back to the process that writes
+the shards); the record says what the video gave. Workers import neither torch nor vidgan: they start
+fast and stay small.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
+
+import numpy as np
 
 from data_tools.backends import base
 from data_tools.extract import check_complete, extract
 from data_tools.sampling import ClipPlan
-from data_tools.storage import FrameFileWriter, atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,6 @@ class VideoTask:
     source: str  # absolute path of the video
     rel_path: str  # relative to SRC, POSIX separators
     label: int
-    parts_dir: str
     frames: int
     stride: int
     size: int
@@ -37,6 +39,16 @@ class VideoTask:
     @property
     def key(self) -> str:
         return part_key(self.rel_path)
+
+
+class FrameSink(Protocol):
+    """Where a video's stored frames go, in order."""
+
+    def write(self, frame: np.ndarray) -> None:  # [S, S, 3] uint8
+        ...
+
+    def discard(self) -> None:  # drop every frame written for this video so far
+        ...
 
 
 def part_key(rel_path: str) -> str:
@@ -76,41 +88,33 @@ def _readable_problem(path: Path) -> str | None:
     return None
 
 
-def run_task(task: VideoTask) -> dict:
-    """Decode one video into its part and return its record (also written as `<key>.json`)."""
-    parts = Path(task.parts_dir)
+def run_task(task: VideoTask, sink: FrameSink) -> dict:
+    """Decode one video, writing the frames of its complete clips to `sink`; return its record."""
     record = _empty_record(task, None)
     plan = ClipPlan(task.frames, task.stride, task.max_clips)
     fps = Fraction(task.fps) if task.fps else None
     problem = _readable_problem(Path(task.source))
-    reasons = []
-    if problem is None:
-        for name, iter_frames in _backends(task.backend):
-            stats: dict = {}
-            writer = FrameFileWriter(parts / f"{task.key}.npy", (task.size, task.size, 3), durable=False)
-            try:
-                result = extract(iter_frames(task.source, task.size, stats), plan, fps, writer.write, stats)
-                check_complete(result, stats)
-            except base.DecodeError as e:
-                writer.abort()
-                reasons.append(e.reason if not reasons else f"{name}: {e.reason}")
-                if e.definitive:
-                    break
-                continue
-            except BaseException:
-                writer.abort()
-                raise
-            writer.commit()
-            record.update(status="ok", backend=name, decoded_frames=result.decoded_frames,
-                          output_frames=result.output_frames, frames=len(result.stored_times),
-                          clips=[[s, o] for s, o in zip(result.clip_starts, result.clip_offsets)],
-                          times=[round(t, 6) for t in result.stored_times])
-            break
-        if record["status"] != "ok":
-            record["reason"] = "; ".join(reasons)
-    else:
+    if problem is not None:
         record["reason"] = problem
-    atomic_write_json(parts / f"{task.key}.json", record, durable=False)
+        return record
+    reasons = []
+    for name, iter_frames in _backends(task.backend):
+        stats: dict = {}
+        try:
+            result = extract(iter_frames(task.source, task.size, stats), plan, fps, sink.write, stats)
+            check_complete(result, stats)
+        except base.DecodeError as e:
+            sink.discard()
+            reasons.append(e.reason if not reasons else f"{name}: {e.reason}")
+            if e.definitive:
+                break
+            continue
+        record.update(status="ok", backend=name, decoded_frames=result.decoded_frames,
+                      output_frames=result.output_frames, frames=len(result.stored_times),
+                      clips=[[s, o] for s, o in zip(result.clip_starts, result.clip_offsets)],
+                      times=[round(t, 6) for t in result.stored_times])
+        return record
+    record["reason"] = "; ".join(reasons)
     return record
 
 
@@ -121,12 +125,12 @@ def _empty_record(task: VideoTask, reason: str) -> dict:
 
 
 def record_crash(task: VideoTask) -> dict:
-    """The record of a video whose decoding killed its worker process (written like any other)."""
-    record = _empty_record(task, "the decoder crashed on this file (its worker process died)")
-    atomic_write_json(Path(task.parts_dir) / f"{task.key}.json", record, durable=False)
-    return record
+    """The record of a video whose decoding killed its worker process."""
+    return _empty_record(task, "the decoder crashed on this file (its worker process died)")
 
 
 def worker_init() -> None:
-    """Pool initialiser: a worker is one decode thread; leave the rest of the machine to the others."""
+    """A worker is one decode thread: leave the rest of the machine to the others. Ctrl-C is the
+    main process's to handle (it stops the workers), not a crash of the video being decoded."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

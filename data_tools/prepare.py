@@ -8,7 +8,7 @@ Layout of the output folder (documented in the README):
     skipped.json              every file left out, with the reason
     shards/shard-NNNNN.npy    uint8 [F, S, S, 3]: the stored frames of consecutive videos
     shards/shard-NNNNN.json   the records of the videos in that shard
-    .work/                    parts of an unfinished run (deleted when the run completes)
+    .work/                    videos an unfinished run set aside (deleted when the run completes)
 
 Shards are cut in the sorted order of the videos as soon as they reach `shard_mb`, so their contents do
 not depend on the number of workers or on where an earlier run was interrupted.
@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import time
+from importlib import metadata
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -33,7 +34,7 @@ from tqdm import tqdm
 from data_tools.discover import discover
 from data_tools.job import VideoTask, part_key
 from data_tools.workers import run_tasks
-from data_tools.storage import NPY_HEADER_BYTES, FrameFileWriter, atomic_write_json, atomic_write_text
+from data_tools.storage import FrameFileWriter, atomic_write_json, atomic_write_text
 
 FORMAT = "vidgan-clips/1"
 BACKENDS = ("auto", "pyav", "decord")
@@ -155,23 +156,19 @@ class Summary:
 
 
 def _versions() -> dict:
+    """Versions of what made the frames (read from the installed metadata: importing decord in this
+    process would cost more than a small video's decoding)."""
     import av
 
-    versions = {"numpy": np.__version__, "av": av.__version__,
-                "ffmpeg": getattr(av, "ffmpeg_version_info", "unknown")}
-    try:
-        from importlib.metadata import version
+    def installed(name: str, unknown):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return unknown
 
-        versions["vidgan"] = version("vidgan")
-    except Exception:
-        versions["vidgan"] = "unknown"
-    try:
-        import decord
-
-        versions["decord"] = decord.__version__
-    except ImportError:
-        versions["decord"] = None
-    return versions
+    return {"numpy": np.__version__, "av": av.__version__,
+            "ffmpeg": getattr(av, "ffmpeg_version_info", "unknown"),
+            "vidgan": installed("vidgan", "unknown"), "decord": installed("decord", None)}
 
 
 def _remove_temporaries(*folders: Path) -> None:
@@ -190,14 +187,60 @@ class _ProgressBar(tqdm):
     monitor_interval = 0  # no monitor thread: the process stays single-threaded, safe to fork
 
 
+HOLD_BYTES = 256 * 2**20  # frames of videos finished ahead of their turn kept in memory, at most
+
+
+class _Waiting:
+    """The frames of a video that is not in its turn yet: held in memory while the run's budget
+    allows, else in a part file (which, with its record beside it, also survives an interruption)."""
+
+    def __init__(self, path: Path, frame_shape: tuple[int, ...]):
+        self.path, self.frame_shape = path, frame_shape
+        self.batches: list[np.ndarray] = []  # each [n, S, S, 3]
+        self.part: FrameFileWriter | None = None
+        self.count = 0
+
+    @property
+    def held_bytes(self) -> int:
+        return sum(b.nbytes for b in self.batches)
+
+    def write(self, batch: np.ndarray) -> None:
+        if self.part is not None:
+            self.part.write(batch)
+        else:
+            self.batches.append(batch.copy())  # the batch's buffer is reused for the next one
+        self.count += len(batch)
+
+    def spill(self) -> None:
+        self.part = FrameFileWriter(self.path, self.frame_shape, durable=False)
+        for batch in self.batches:
+            self.part.write(batch)
+        self.batches = []
+
+    def copy_to(self, writer: FrameFileWriter) -> int:
+        """Append the frames to `writer`; returns their number."""
+        if self.part is None:
+            for batch in self.batches:
+                writer.write(batch)
+            return self.count
+        return writer.append_npy(self.path)
+
+    def abort(self) -> None:
+        if self.part is not None:
+            self.part.abort()
+
+
 class _ShardAssembler:
-    """Appends finished parts to shards in the sorted order of the videos; commits each full shard."""
+    """Writes the videos' frames into shards in the sorted order of the videos; commits each full
+    shard. The video next in that order streams straight into the open shard, written once; a video
+    that finishes ahead of its turn waits, in memory up to `HOLD_BYTES` in all, else in a part file."""
 
     def __init__(self, out: Path, parts: Path, videos: list, first_video: int, shard_index: int,
                  frame_shape: tuple[int, int, int], shard_bytes: int):
         self.shards = out / "shards"
         self.parts = parts
         self.videos = videos
+        self.index_of = {v.rel_path: i for i, v in enumerate(videos)}
         self.next_video = first_video
         self.shard_index = shard_index
         self.frame_shape = frame_shape
@@ -205,25 +248,96 @@ class _ShardAssembler:
         self.writer: FrameFileWriter | None = None
         self.records: list[dict] = []
         self.first_video = first_video
+        # finished videos waiting for their turn: record, and frames (None: in a part of an earlier run)
+        self.ready: dict[int, tuple[dict, _Waiting | None]] = {}
+        self.direct: tuple[str, int] | None = None  # (path, first frame) of the video in the shard
+        self.waiting: dict[str, _Waiting] = {}  # videos being decoded ahead of their turn
+        self.held = 0  # bytes of frames held in memory
         self.committed: list[dict] = []  # shard records committed by this run
 
-    def feed(self, ready: dict[int, dict]) -> None:
-        while self.next_video in ready:
-            record = ready.pop(self.next_video)
-            if self.writer is None:
-                self.writer = FrameFileWriter(self.shards / f"shard-{self.shard_index:05d}.npy",
-                                              self.frame_shape)
-                self.records, self.first_video = [], self.next_video
-            record = dict(record, shard_offset=self.writer.count)
+    # frames of videos being decoded (the FrameReceiver of data_tools.workers)
+
+    def frames(self, task: VideoTask, batch: np.ndarray) -> None:
+        if self.direct is not None and self.direct[0] == task.rel_path:
+            self.writer.write(batch)
+            return
+        stream = self.waiting.get(task.rel_path)
+        if stream is None:
+            if self.index_of[task.rel_path] == self.next_video:
+                self.direct = (task.rel_path, self._open_shard().count)
+                self.writer.write(batch)
+                return
+            stream = self.waiting[task.rel_path] = _Waiting(self.parts / f"{task.key}.npy", self.frame_shape)
+        if stream.part is None and self.held + batch.nbytes > HOLD_BYTES:
+            self.held -= stream.held_bytes
+            stream.spill()
+        stream.write(batch)
+        if stream.part is None:
+            self.held += batch.nbytes
+
+    def discard(self, task: VideoTask) -> None:
+        if self.direct is not None and self.direct[0] == task.rel_path:
+            self.writer.truncate(self.direct[1])
+            self.direct = None
+        elif task.rel_path in self.waiting:
+            stream = self.waiting.pop(task.rel_path)
+            self.held -= stream.held_bytes
+            stream.abort()
+
+    # records
+
+    def finish(self, record: dict) -> None:
+        """Place a finished video: in the open shard if it is its turn, else with those waiting."""
+        path, i = record["path"], self.index_of[record["path"]]
+        if self.direct is not None and self.direct[0] == path:
+            start, self.direct = self.direct[1], None
+            self._check(record, self.writer.count - start)
+            self._append(record, start)
+        else:
+            stream = self.waiting.pop(path, None)
+            self._check(record, 0 if stream is None else stream.count)
+            if stream is not None and stream.part is not None:
+                stream.part.commit()
+                atomic_write_json(self.parts / f"{part_key(path)}.json", record, durable=False)
+            self.ready[i] = (record, stream)
+        self.drain()
+
+    @staticmethod
+    def _check(record: dict, received: int) -> None:
+        if received != record["frames"]:
+            raise RuntimeError(f"{record['path']}: {received} frames received, "
+                               f"its record says {record['frames']}")
+
+    def _open_shard(self) -> FrameFileWriter:
+        if self.writer is None:
+            self.writer = FrameFileWriter(self.shards / f"shard-{self.shard_index:05d}.npy", self.frame_shape)
+            self.records, self.first_video = [], self.next_video
+        return self.writer
+
+    def drain(self) -> None:
+        """Move waiting videos whose turn has come into the shard."""
+        while self.next_video in self.ready:
+            record, stream = self.ready.pop(self.next_video)
+            writer = self._open_shard()
+            start = writer.count
             if record["status"] == "ok" and record["frames"] > 0:
-                copied = self.writer.append_npy(self.parts / f"{part_key(record['path'])}.npy")
+                if stream is None:  # a part left by an interrupted run
+                    copied = writer.append_npy(self.parts / f"{part_key(record['path'])}.npy")
+                else:
+                    copied = stream.copy_to(writer)
+                    self.held -= stream.held_bytes
                 if copied != record["frames"]:
                     raise RuntimeError(f"part of {record['path']} holds {copied} frames, "
                                        f"its record {record['frames']}")
-            self.records.append(record)
-            self.next_video += 1
-            if self.writer.count >= self.shard_frames or self.next_video == len(self.videos):
-                self._commit()
+            self._append(record, start)
+
+    def _append(self, record: dict, start: int) -> None:
+        self.records.append(dict(record, shard_offset=start))
+        self.next_video += 1
+        if self.writer.count >= self.shard_frames or self.next_video == len(self.videos):
+            self._commit()
+        else:
+            self.writer.sync()
 
     def _commit(self) -> None:
         self.writer.commit()
@@ -239,8 +353,18 @@ class _ShardAssembler:
         self.shard_index += 1
 
     def abort(self) -> None:
+        for stream in self.waiting.values():
+            stream.abort()
         if self.writer is not None:
             self.writer.abort()
+
+
+def _dispatch_order(tasks: list[VideoTask], sizes: list[int], workers: int) -> list[VideoTask]:
+    """Sorted order, so that each video tends to finish in its turn and stream straight into its
+    shard; but a video big enough to leave one worker decoding it alone at the end starts first."""
+    big = sum(sizes) / (4 * workers)
+    order = sorted(range(len(tasks)), key=lambda i: (-sizes[i], i) if sizes[i] > big else (0, i))
+    return [tasks[i] for i in order]
 
 
 def _index_rows(shards: list[dict], frames: int) -> str:
@@ -311,42 +435,38 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
     covered = committed[-1]["first_video"] + len(committed[-1]["videos"]) if committed else 0
 
     videos = found.videos
-    ready: dict[int, dict] = {}
+    frame_shape = (options.size, options.size, 3)
+    assembler = _ShardAssembler(out, parts, videos, covered, len(committed), frame_shape,
+                                options.shard_mb * 2**20)
     tasks: list[VideoTask] = []
     for i in range(covered, len(videos)):
         v = videos[i]
         key = part_key(v.rel_path)
         record_path = parts / f"{key}.json"
-        if record_path.exists():
+        if record_path.exists():  # finished by an interrupted run, waiting for its turn
             record = _load_json(record_path)
             if record["status"] != "ok" or record["frames"] == 0 or (parts / f"{key}.npy").exists():
-                ready[i] = record
+                assembler.ready[i] = (record, None)
                 continue
         tasks.append(VideoTask(
             source=str((src / v.rel_path).absolute()), rel_path=v.rel_path, label=v.label,
-            parts_dir=str(parts), frames=options.frames, stride=options.clip_stride, size=options.size,
+            frames=options.frames, stride=options.clip_stride, size=options.size,
             fps=None if options.fps is None else str(options.fps), max_clips=options.max_clips,
             backend=options.backend))
-    index_of = {v.rel_path: i for i, v in enumerate(videos)}
-    # Largest files first, so that no worker is left decoding a long video alone at the end.
-    tasks.sort(key=lambda t: -videos[index_of[t.rel_path]].size)
-    frame_shape = (options.size, options.size, 3)
-    assembler = _ShardAssembler(out, parts, videos, covered, len(committed), frame_shape,
-                                options.shard_mb * 2**20)
+    workers = min(options.workers or os.cpu_count() or 1, max(1, len(tasks)))
+    tasks = _dispatch_order(tasks, [videos[assembler.index_of[t.rel_path]].size for t in tasks], workers)
 
     started = time.perf_counter()
     decoded = 0
-    workers = min(options.workers or os.cpu_count() or 1, max(1, len(tasks)))
     bar = _ProgressBar(total=len(videos), initial=len(videos) - len(tasks), unit="video",
                        disable=not progress, dynamic_ncols=True, desc="prepare")
     try:
-        assembler.feed(ready)
-        for record in run_tasks(tasks, workers):
+        assembler.drain()
+        for record in run_tasks(tasks, workers, assembler):
             decoded += record["decoded_frames"]
             if record["status"] != "ok":
                 bar.write(f"skipped {record['path']}: {record['reason']}")
-            ready[index_of[record["path"]]] = record
-            assembler.feed(ready)
+            assembler.finish(record)
             bar.update(1)
             elapsed = time.perf_counter() - started
             bar.set_postfix_str(f"{decoded / max(elapsed, 1e-9):.0f} frames/s")

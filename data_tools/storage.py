@@ -120,10 +120,22 @@ class FrameFileWriter:
         if rest or header[:6] != b"\x93NUMPY":
             raise ValueError(f"{path} is not a frame file of shape [F, {self.frame_shape}]")
         _copy_range(path, NPY_HEADER_BYTES, self.file, size)
-        if self.durable:  # flush as we go, while the decoders work, not all at the commit
-            os.fdatasync(self.file.fileno()) if hasattr(os, "fdatasync") else os.fsync(self.file.fileno())
         self.count += frames
         return frames
+
+    def truncate(self, count: int) -> None:
+        """Drop every frame after the first `count`."""
+        self.file.flush()
+        self.file.truncate(NPY_HEADER_BYTES + count * self.frame_bytes)
+        self.file.seek(0, os.SEEK_END)
+        self.count = count
+
+    def sync(self) -> None:
+        """Flush the frames so far to the disk (durable writers only), so that the commit has little
+        left to flush: called between videos, while the decoders work."""
+        if self.durable:
+            self.file.flush()
+            os.fdatasync(self.file.fileno()) if hasattr(os, "fdatasync") else os.fsync(self.file.fileno())
 
     def commit(self) -> None:
         self.file.seek(0)

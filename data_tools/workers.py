@@ -1,8 +1,13 @@
-"""Run video tasks in worker processes so that a decoder that crashes takes only its video down.
+"""Decode videos in worker processes that stream their frames back to this process, the only writer.
 
-A native crash (a segfault in FFmpeg or decord on a hostile file) kills a worker and breaks the pool.
-The tasks that were running then are retried one at a time in a fresh process; the one that kills
-its process again is recorded as skipped with the reason, and the run goes on.
+A worker is one process with one decoding thread, fed one video at a time (and one queued) over its
+own pipe; the frames of complete clips come back over the same pipe in batches of about 1 MiB. The
+caller's receiver decides where they go, so that a video which is next in the dataset's order is
+written straight into its shard, once, and no worker writes to the disk.
+
+A native crash (a segfault in FFmpeg or decord on a hostile file) kills only its worker. The video it
+was decoding is known exactly: its frames so far are dropped and it gets a second try in a fresh
+worker; a second crash convicts the file, which is recorded as skipped with the reason.
 """
 
 from __future__ import annotations
@@ -10,12 +15,27 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import threading
+import traceback
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from typing import Iterator
+from multiprocessing.connection import Connection, wait
+from typing import Iterator, Protocol
+
+import numpy as np
 
 from data_tools.job import VideoTask, record_crash, run_task, worker_init
+
+BATCH_BYTES = 2**20  # frames travel in batches of about this many bytes
+MAX_TRIES = 2  # a video whose decoder kills its worker this many times is skipped
+
+
+class FrameReceiver(Protocol):
+    """The main process's side: where the frames of each task go."""
+
+    def frames(self, task: VideoTask, batch: np.ndarray) -> None:
+        """The next frames of `task`, `[n, S, S, 3]` uint8 (valid only during the call)."""
+
+    def discard(self, task: VideoTask) -> None:
+        """Drop every frame received for `task` so far (it is being decoded again)."""
 
 
 def pool_context():
@@ -26,45 +46,165 @@ def pool_context():
         return multiprocessing.get_context("fork")
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["data_tools.job"])
+        context.set_forkserver_preload(["data_tools.workers"])
         return context
     return multiprocessing.get_context("spawn")
 
 
-def _run_pool(tasks: deque, workers: int, suspects: list) -> Iterator[dict]:
-    """Records of `tasks` (consumed from the left); on a crash, the tasks in flight go to `suspects`."""
-    executor = ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=worker_init)
-    in_flight = {}
+def batch_frames(frame_shape: tuple[int, ...]) -> int:
+    return max(1, BATCH_BYTES // int(np.prod(frame_shape)))
+
+
+class _FrameSender:
+    """A worker's frame sink: gathers frames into a batch and sends full batches down the pipe."""
+
+    def __init__(self, conn: Connection, frame_shape: tuple[int, ...]):
+        self.conn = conn
+        self.batch = np.empty((batch_frames(frame_shape), *frame_shape), np.uint8)  # [B, S, S, 3]
+        self.count = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        self.batch[self.count] = frame
+        self.count += 1
+        if self.count == len(self.batch):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.count:
+            self.conn.send(("frames", self.count))
+            self.conn.send_bytes(self.batch[: self.count].reshape(-1))  # 1-D: sent by its bytes
+            self.count = 0
+
+    def discard(self) -> None:
+        self.count = 0
+        self.conn.send(("discard",))
+
+
+def _worker_main(conn: Connection, parent_end: Connection) -> None:
+    """A worker's life: tasks in, frames and records out, until told to stop or the pipe closes."""
+    parent_end.close()  # a forked copy of the main process's end: the pipe closes when the main dies
+    worker_init()
+    sender = None
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        shape = (task.size, task.size, 3)
+        if sender is None or sender.batch.shape[1:] != shape:
+            sender = _FrameSender(conn, shape)
+        try:
+            record = run_task(task, sender)
+            sender.flush()
+        except Exception:  # a bug, not a bad file (those come back as records): stop the run
+            conn.send(("error", traceback.format_exc()))
+            return
+        conn.send(("done", record))
+
+
+class _Worker:
+    """The main process's handle on one worker: its pipe and the tasks sent to it, oldest first."""
+
+    def __init__(self, context):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child, self.conn), daemon=True)
+        self.process.start()
+        child.close()
+        self.tasks: deque[VideoTask] = deque()
+
+    def top_up(self, pending: deque) -> None:
+        """Keep a second task queued behind the one being decoded, so the worker never waits."""
+        while pending and len(self.tasks) < 2:
+            self.tasks.append(pending.popleft())
+            self.conn.send(self.tasks[-1])
+
+    def stop(self, kill: bool) -> None:
+        if kill:
+            self.process.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+        self.conn.close()
+        self.process.join()
+
+
+def run_tasks(tasks: list[VideoTask], workers: int, receiver: FrameReceiver) -> Iterator[dict]:
+    """Decode every task in `workers` processes, in the given order of dispatch; frames go to
+    `receiver`. Yields each task's record, in completion order, once all its frames are delivered."""
+    pending = deque(tasks)
+    if not pending:
+        return
+    context = pool_context()
+    crashes: dict[str, int] = {}
+    pool = [_Worker(context) for _ in range(min(workers, len(pending)))]
+    inbox = _Inbox()
+    clean = False
     try:
-        while tasks or in_flight:
-            while tasks and len(in_flight) < 2 * workers:
-                task = tasks.popleft()
-                in_flight[executor.submit(run_task, task)] = task
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in done:
-                task = in_flight.pop(future)
-                try:
-                    record = future.result()
-                except BrokenProcessPool:
-                    suspects.append(task)
-                    continue
-                yield record
-    except BrokenProcessPool:
-        pass
+        for worker in pool:
+            worker.top_up(pending)
+        while any(worker.tasks for worker in pool):
+            by_conn = {worker.conn: worker for worker in pool if worker.tasks}
+            for conn in wait(list(by_conn)):
+                worker = by_conn[conn]
+                task = worker.tasks[0]
+                message = inbox.receive(conn, task)
+                if message is None:  # the worker died: its decoder crashed
+                    pool.remove(worker)
+                    yield from _after_crash(worker, pool, context, pending, crashes, receiver)
+                elif message[0] == "frames":
+                    receiver.frames(task, message[1])
+                elif message[0] == "discard":
+                    receiver.discard(task)
+                elif message[0] == "error":
+                    raise RuntimeError(f"decoding {task.rel_path} failed in its worker:\n{message[1]}")
+                else:  # ("done", record)
+                    worker.tasks.popleft()
+                    worker.top_up(pending)
+                    yield message[1]
+        clean = True
     finally:
-        suspects.extend(in_flight.values())
-        # Every record is in: the workers may exit in the background while the caller moves on.
-        executor.shutdown(wait=not suspects and bool(in_flight), cancel_futures=True)
+        for worker in pool:
+            worker.stop(kill=not clean)
 
 
-def run_tasks(tasks: list[VideoTask], workers: int) -> Iterator[dict]:
-    """The record of every task, in completion order, with crashed decoders isolated."""
-    queue = deque(tasks)
-    while queue:
-        suspects: list[VideoTask] = []
-        yield from _run_pool(queue, workers, suspects)
-        for task in suspects:  # alone in a fresh process: a second crash convicts the file
-            lone: list[VideoTask] = []
-            yield from _run_pool(deque([task]), 1, lone)
-            if lone:
-                yield record_crash(task)
+class _Inbox:
+    """Reads one message from a worker; a batch of frames lands in one reused buffer."""
+
+    def __init__(self):
+        self.buffer = bytearray(BATCH_BYTES)
+
+    def receive(self, conn: Connection, task: VideoTask) -> tuple | None:
+        try:
+            message = conn.recv()
+            if message[0] != "frames":
+                return message
+            frame_shape = (task.size, task.size, 3)
+            size = message[1] * int(np.prod(frame_shape))
+            if len(self.buffer) < size:
+                self.buffer = bytearray(size)
+            conn.recv_bytes_into(self.buffer)
+        except (EOFError, OSError):
+            return None
+        return "frames", np.frombuffer(self.buffer, np.uint8, size).reshape(message[1], *frame_shape)
+
+
+def _after_crash(worker: _Worker, pool: list[_Worker], context, pending: deque,
+                 crashes: dict[str, int], receiver: FrameReceiver) -> Iterator[dict]:
+    """Retry or convict the video that killed `worker`; its other task goes back in the queue."""
+    worker.stop(kill=True)
+    culprit, *innocent = worker.tasks
+    receiver.discard(culprit)
+    pending.extendleft(reversed(innocent))
+    crashes[culprit.rel_path] = crashes.get(culprit.rel_path, 0) + 1
+    if crashes[culprit.rel_path] < MAX_TRIES:
+        pending.appendleft(culprit)
+    else:
+        yield record_crash(culprit)
+    if pending:
+        fresh = _Worker(context)
+        fresh.top_up(pending)
+        pool.append(fresh)

@@ -1,5 +1,6 @@
 """Broken input, resume after SIGKILL, determinism, discovery, split files and the command line."""
 
+import importlib
 import json
 import os
 import shutil
@@ -11,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import run_cli
-from data_tools import PrepareError, PrepareOptions, default_out, prepare
+from data_tools import ClipDataset, PrepareError, PrepareOptions, default_out, prepare
+prepare_module = importlib.import_module("data_tools.prepare")  # (the package exports the function)
 from data_tools.synth import encode_video, write_demo_corpus
 from videos import id_frame, write_audio_only, write_lossless
 
@@ -88,10 +91,13 @@ def test_no_clip_at_all_is_an_error(tmp_path):
     assert result.returncode == 1 and "no clip was written" in result.stderr
 
 
-def test_output_is_identical_whatever_the_worker_count(demo_corpus, tmp_path):
+@pytest.mark.parametrize("hold_bytes", [None, 0], ids=["held-in-memory", "set-aside-in-parts"])
+def test_output_is_identical_whatever_the_worker_count(demo_corpus, tmp_path, monkeypatch, hold_bytes):
+    if hold_bytes is not None:  # every video finishing ahead of its turn waits in a part file
+        monkeypatch.setattr(prepare_module, "HOLD_BYTES", hold_bytes)
     for workers in (1, 2):
-        prepare(demo_corpus, tmp_path / f"w{workers}", PrepareOptions(frames=8, size=64, stride=4, workers=workers,
-                                                                      shard_mb=1), progress=False)
+        options = PrepareOptions(frames=8, size=64, stride=4, workers=workers, shard_mb=1)
+        prepare(demo_corpus, tmp_path / f"w{workers}", options, progress=False)
     a, b = _tree_bytes(tmp_path / "w1"), _tree_bytes(tmp_path / "w2")
     assert a.keys() == b.keys() and len([k for k in a if k.endswith(".npy")]) > 1
     assert a == b
@@ -237,16 +243,66 @@ def test_info_describes_a_prepared_folder_and_a_video(demo_corpus, tmp_path):
     assert "codec: mpeg4" in result.stdout and "size: 160x120" in result.stdout
 
 
-def _crash_on_marked(task):
-    """A worker body that dies like a segfaulting decoder on videos named `*crash*`."""
+def _first_video_slow(task, sink):
+    """A worker body that takes its time over the first video, so that the others finish first."""
+    from data_tools.job import run_task
+
+    if task.rel_path == "class00/v_class00_g01_c01.mp4":
+        time.sleep(2.0)
+    return run_task(task, sink)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses the fork start method")
+def test_a_rerun_keeps_the_videos_an_interrupted_run_set_aside(demo_corpus, tmp_path, monkeypatch):
+    import multiprocessing
+
+    from data_tools import workers
+
+    options = PrepareOptions(frames=8, size=32, workers=2)
+    reference = prepare(demo_corpus, tmp_path / "reference", options, progress=False)
+    out = tmp_path / "out"
+    monkeypatch.setattr(workers, "run_task", _first_video_slow)
+    monkeypatch.setattr(workers, "pool_context", lambda: multiprocessing.get_context("fork"))
+    monkeypatch.setattr(prepare_module, "HOLD_BYTES", 0)
+    finished = []
+    place = prepare_module._ShardAssembler.finish
+
+    def finish_then_interrupt(self, record):
+        place(self, record)
+        finished.append(record["path"])
+        if len(finished) == 3:  # three videos done while the first is still decoding
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare_module._ShardAssembler, "finish", finish_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(demo_corpus, out, options, progress=False)
+    assert "class00/v_class00_g01_c01.mp4" not in finished
+    assert len(list((out / ".work" / "parts").glob("*.json"))) == 3
+    monkeypatch.undo()
+    resumed = prepare(demo_corpus, out, options, progress=False)
+    per_video = reference.frames_decoded // reference.videos
+    assert resumed.frames_decoded == reference.frames_decoded - 3 * per_video  # the three were kept
+    assert _tree_bytes(out) == _tree_bytes(tmp_path / "reference")
+
+
+def _crash_on_marked(task, sink):
+    """A worker body that dies like a segfaulting decoder on videos named `*crash*`, halfway through
+    sending its frames."""
     from data_tools.job import run_task
 
     if "crash" in task.rel_path:
         import faulthandler
 
+        import numpy as np
+
+        from data_tools.workers import batch_frames
+
+        frame = np.full((task.size, task.size, 3), 255, np.uint8)
+        for _ in range(batch_frames(frame.shape) + 1):  # a whole batch reaches the main process
+            sink.write(frame)
         faulthandler.disable()  # die quietly: pytest's fault handler would print a traceback
         os.kill(os.getpid(), signal.SIGSEGV)
-    return run_task(task)
+    return run_task(task, sink)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses the fork start method")
@@ -264,3 +320,9 @@ def test_a_crashing_decoder_takes_down_only_its_video(demo_corpus, tmp_path, mon
     assert summary.skipped == [("class01/crash_me.mp4",
                                 "the decoder crashed on this file (its worker process died)")]
     assert summary.read == 6 and summary.clips == 36
+    # the frames it sent before dying are gone: the shards hold exactly the other videos' frames
+    prepare(demo_corpus, tmp_path / "clean", PrepareOptions(frames=8, size=16, workers=1), progress=False)
+    crashed, clean = ClipDataset(tmp_path / "out"), ClipDataset(tmp_path / "clean")
+    assert len(crashed) == len(clean) == 36
+    assert all(torch.equal(crashed[i]["video"], clean[i]["video"]) for i in range(36))
+    assert [crashed[i]["path"] for i in range(36)] == [clean[i]["path"] for i in range(36)]

@@ -69,7 +69,7 @@ class TrainConfig:
     ema_kimg: float = 10.0  # half-life of G's exponential moving average, in kimg; 0: EMA = G
     checkpoint_kimg: float = 100.0  # save a checkpoint every this many kimg (and at the end)
     keep_checkpoints: int = 3  # keep the newest this many checkpoints
-    compile: bool = False  # torch.compile G and D
+    compile: bool = False  # torch.compile G and D (experimental: fails on torch 2.11 + CUDA, README)
 
 
 @dataclass

@@ -47,6 +47,10 @@ class _FrameConverter:
         self.key = self.key_of(frame, sar)
         width, height, fmt_name, sar, rotation = self.key
         graph = av.filter.Graph()
+        # FFmpeg's default threads every filter across all cores; on frames this small the hand-offs
+        # cost more than they save (1 thread: about 15% less time end to end, BENCHMARKS.md), and
+        # the cores belong to the other workers.
+        graph.threads = 1
         chain = [graph.add_buffer(width=width, height=height, format=fmt_name, time_base=time_base)]
         for name, args in _ROTATE_FILTERS[rotation]:
             chain.append(graph.add(name, args))
