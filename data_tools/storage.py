@@ -89,7 +89,9 @@ class FrameFileWriter:
     file that the next run deletes.
     """
 
-    buffer_bytes = 8 * 2**20  # frames are gathered into writes of this size (bytes)
+    # Frames arrive in batches of about 1 MiB (data_tools.workers): a smaller buffer lets those go
+    # straight to the kernel instead of through one more copy; single frames are still gathered.
+    buffer_bytes = 256 * 2**10
 
     def __init__(self, path: Path, frame_shape: tuple[int, ...], durable: bool = True):
         self.path = Path(path)
