@@ -384,7 +384,7 @@ def test_eval_errors_name_the_problem(run_dir, prepared, videos, standin_i3d, tm
     assert "makes images: FVD needs a video generator" in error(
         eval_args(tmp_path / "g2d", prepared, standin_i3d, cache))
     (tmp_path / "empty").mkdir()
-    assert "neither a checkpoint nor a run folder" in error(eval_args(tmp_path / "empty", prepared, standin_i3d, cache))
+    assert "empty: not a run folder" in error(eval_args(tmp_path / "empty", prepared, standin_i3d, cache))
     broken = tmp_path / "broken"
     shutil.copytree(sorted((run_dir / "checkpoints").iterdir())[-1] / "generator_ema", broken)
     (broken / "model.safetensors").write_bytes((broken / "model.safetensors").read_bytes()[:100])

@@ -13,6 +13,9 @@ from pathlib import Path
 
 PREFIX = "checkpoint-"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
+EMA_FOLDER = "generator_ema"  # the EMA generator inside a checkpoint (what samples are made from)
+RAW_FOLDER = "generator"  # the raw (last-step) generator inside a checkpoint
+RECIPE_NAME = "recipe.yaml"  # the recipe beside the generators in a checkpoint, and in a run folder
 
 
 def checkpoints_dir(run_dir: Path) -> Path:
@@ -37,6 +40,42 @@ def find_checkpoint(run_dir: Path, which: str) -> Path | None:
     if not path.is_dir() or not _NAME.match(path.name):
         raise FileNotFoundError(f"--resume {which}: not a checkpoint folder ({PREFIX}<clips>)")
     return path
+
+
+def is_checkpoint(path: Path) -> bool:
+    """A checkpoint folder: named `checkpoint-<clips>`, or holding the exported generators."""
+    path = Path(path)
+    return bool(_NAME.match(path.name)) or (path / EMA_FOLDER).is_dir() or (path / RAW_FOLDER).is_dir()
+
+
+def is_run(path: Path) -> bool:
+    path = Path(path)
+    return checkpoints_dir(path).is_dir() or (path / "run.json").is_file() or (path / RECIPE_NAME).is_file()
+
+
+def resolve_checkpoint(path: str | Path, also: str | None = None) -> Path:
+    """RUN_OR_CHECKPOINT as the commands take it: a run folder → its newest checkpoint; a checkpoint
+    folder → itself. FileNotFoundError for what is missing (the folder, a run's first checkpoint) and
+    ValueError for a folder that is neither, naming the path; `also` names what else the caller
+    would have accepted, for that message."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such run or checkpoint folder")
+    if not path.is_dir():
+        raise ValueError(f"{path}: a file, not a run or checkpoint folder")
+    if is_checkpoint(path):
+        return path
+    if is_run(path):
+        found = find_checkpoint(path, "latest")
+        if found is None:
+            raise FileNotFoundError(f"{path}: no checkpoint in {checkpoints_dir(path)} yet (a run writes one "
+                                    "every train.checkpoint_kimg and at its end)")
+        return found
+    accepted = ["a run folder (with checkpoints/)",
+                f"a checkpoint folder ({PREFIX}<clips>/ with {EMA_FOLDER}/)"]
+    if also:
+        accepted.append(also)
+    raise ValueError(f"{path}: not {', '.join(accepted[:-1])} or {accepted[-1]}")
 
 
 def save_checkpoint(accelerator, run_dir: Path, clips: int, keep: int, write_extra=None) -> Path:

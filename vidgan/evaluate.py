@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -93,21 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
 def generator_folder(path: Path, which: str = "ema") -> tuple[Path, Path | None]:
     """(the folder holding the generator's config.json + model.safetensors, the checkpoint folder it
     belongs to or None) for RUN_OR_CHECKPOINT."""
-    from vidgan.checkpoint import PREFIX, find_checkpoint
+    from vidgan.checkpoint import EMA_FOLDER, RAW_FOLDER, resolve_checkpoint
 
     path = Path(path)
-    if not path.is_dir():
-        raise EvalError(f"{path}: no such folder (expected a run, a checkpoint or a generator folder)")
     if (path / "config.json").is_file():
         return path, None
-    checkpoint = path
-    is_checkpoint = re.fullmatch(rf"{PREFIX}\d+", path.name) is not None
-    if not is_checkpoint and not any((path / name).is_dir() for name in ("generator_ema", "generator")):
-        checkpoint = find_checkpoint(path, "latest")
-        if checkpoint is None:
-            raise EvalError(f"{path}: neither a checkpoint nor a run folder with checkpoints "
-                            f"(no {PREFIX}<clips>/ under {path / 'checkpoints'})")
-    folder = checkpoint / ("generator_ema" if which == "ema" else "generator")
+    try:
+        checkpoint = resolve_checkpoint(path, also="a generator folder (with config.json)")
+    except (FileNotFoundError, ValueError) as e:
+        raise EvalError(str(e)) from None
+    folder = checkpoint / (EMA_FOLDER if which == "ema" else RAW_FOLDER)
     if not folder.is_dir():
         raise EvalError(f"{checkpoint}: has no {folder.name}/ (checkpoints hold it since the generators "
                         "are exported beside Accelerate's state)")

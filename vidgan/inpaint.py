@@ -268,24 +268,6 @@ class Models(NamedTuple):
     checkpoint: Path  # the checkpoint folder they came from
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A run folder → its newest checkpoint; a checkpoint folder → itself; anything else: InpaintError."""
-    from vidgan.checkpoint import find_checkpoint
-
-    path = Path(path)
-    if not path.is_dir():
-        raise InpaintError(f"{path}: no such run or checkpoint folder")
-    if (path / "generator_ema").is_dir() or (path / "model_1.safetensors").is_file():
-        return path
-    if (path / "checkpoints").is_dir() or (path / "run.json").is_file():
-        found = find_checkpoint(path, "latest")
-        if found is None:
-            raise InpaintError(f"{path}: no checkpoint in {path / 'checkpoints'} yet")
-        return found
-    raise InpaintError(f"{path}: not a run folder (with checkpoints/) or a checkpoint folder "
-                       "(checkpoint-<clips>/ with generator_ema/)")
-
-
 def load_models(path: str | Path, device: str = "cpu") -> Models:
     """The EMA generator and the discriminator of a run's newest checkpoint, or of a checkpoint
     folder; no pickle is read. Errors (missing or corrupt files, a D that does not fit the recipe)
@@ -295,12 +277,16 @@ def load_models(path: str | Path, device: str = "cpu") -> Models:
     import torch
     from safetensors.torch import load_file
 
+    from vidgan.checkpoint import EMA_FOLDER, RECIPE_NAME, resolve_checkpoint
     from vidgan.models import DCGANGenerator, VideoGenerator, load_pretrained
     from vidgan.recipe import RecipeError, load_recipe
     from vidgan.train import build_models
 
-    checkpoint = resolve_checkpoint(path)
-    recipe_path, g_path, d_path = (checkpoint / "recipe.yaml", checkpoint / "generator_ema",
+    try:
+        checkpoint = resolve_checkpoint(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise InpaintError(str(e)) from None
+    recipe_path, g_path, d_path = (checkpoint / RECIPE_NAME, checkpoint / EMA_FOLDER,
                                    checkpoint / "model_1.safetensors")
     for needed in (recipe_path, g_path, d_path):
         if not needed.exists():

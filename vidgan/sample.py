@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from data_tools.cli import frame_rate, positive_int
+from vidgan.checkpoint import EMA_FOLDER, RAW_FOLDER, RECIPE_NAME
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,9 +35,6 @@ if TYPE_CHECKING:
     from vidgan.models import ConfigModule
     from vidgan.recipe import Recipe
 
-EMA_FOLDER = "generator_ema"  # the EMA generator inside a checkpoint (what samples are made from)
-RAW_FOLDER = "generator"  # the raw (last-step) generator inside a checkpoint
-RECIPE_NAME = "recipe.yaml"  # the recipe beside the generators in a checkpoint, and in a run folder
 DEFAULT_FPS = 8  # frame rate when no recipe is found beside a bare generator folder (SampleConfig.fps)
 DEFAULT_BATCH = 16  # clips per generator forward pass
 WRITER_THREADS = 1  # files encoded at once by `vidgan sample`; see write_samples before raising it
@@ -63,32 +61,18 @@ def load_generator(run_or_checkpoint: str | Path, ema: bool = True, device: str 
     truncated config.json / model.safetensors / recipe.yaml, weights that do not fit the config, a
     model that is no generator or not of `kind`). Every message names the path.
     """
-    from vidgan.checkpoint import find_checkpoint
+    from vidgan.checkpoint import is_checkpoint, resolve_checkpoint
 
     if kind not in (None, "video", "image"):
         raise ValueError(f"kind must be 'video', 'image' or None; got {kind!r}")
     path = Path(run_or_checkpoint)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such run, checkpoint or generator folder")
-    if not path.is_dir():
-        raise ValueError(f"{path}: a file, not a run, checkpoint or generator folder")
-
     # (a checkpoint's top level holds Accelerate's own model.safetensors: look for its generators first)
-    if not _is_checkpoint(path) and ((path / "config.json").is_file() or (path / "model.safetensors").is_file()):
+    if path.is_dir() and not is_checkpoint(path) and (
+            (path / "config.json").is_file() or (path / "model.safetensors").is_file()):
         weights_dir = path  # a generator folder given directly
         checkpoint = path.parent if (path.parent / RECIPE_NAME).is_file() else path
     else:
-        if _is_checkpoint(path):
-            checkpoint = path
-        elif _is_run(path):
-            checkpoint = find_checkpoint(path, "latest")
-            if checkpoint is None:
-                raise FileNotFoundError(f"{path}: no checkpoint in {path / 'checkpoints'} yet (a run writes "
-                                        "one every train.checkpoint_kimg and at its end)")
-        else:
-            raise ValueError(f"{path}: not a run folder (with checkpoints/), a checkpoint folder "
-                             f"(with {EMA_FOLDER}/ and {RAW_FOLDER}/) or a generator folder "
-                             "(with config.json and model.safetensors)")
+        checkpoint = resolve_checkpoint(path, also="a generator folder (with config.json and model.safetensors)")
         weights_dir = checkpoint / (EMA_FOLDER if ema else RAW_FOLDER)
         if not weights_dir.is_dir():
             raise FileNotFoundError(f"{checkpoint}: no {weights_dir.name}/ folder: not a complete checkpoint, "
@@ -98,14 +82,6 @@ def load_generator(run_or_checkpoint: str | Path, ema: bool = True, device: str 
     recipe = _load_recipe_beside(checkpoint)
     _check_kind(G, weights_dir, recipe, kind)
     return G, recipe, checkpoint
-
-
-def _is_checkpoint(path: Path) -> bool:
-    return (path / EMA_FOLDER).is_dir() or (path / RAW_FOLDER).is_dir()
-
-
-def _is_run(path: Path) -> bool:
-    return (path / "checkpoints").is_dir() or (path / "run.json").is_file() or (path / RECIPE_NAME).is_file()
 
 
 def _load_weights(folder: Path, device: str) -> "ConfigModule":

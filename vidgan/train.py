@@ -360,11 +360,12 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
 def export_generators(folder: Path, recipe: Recipe, ema: torch.nn.Module, generator: torch.nn.Module) -> None:
     """Beside Accelerate's state, the generators as safetensors + constructor arguments
     (`generator_ema/`, `generator/`) and the recipe: what sampling needs, loadable without pickle."""
+    from vidgan.checkpoint import EMA_FOLDER, RAW_FOLDER, RECIPE_NAME
     from vidgan.models import save_pretrained
 
-    save_pretrained(ema, folder / "generator_ema")
-    save_pretrained(generator, folder / "generator")
-    _write_text(folder / "recipe.yaml", dump_recipe(recipe))
+    save_pretrained(ema, folder / EMA_FOLDER)
+    save_pretrained(generator, folder / RAW_FOLDER)
+    _write_text(folder / RECIPE_NAME, dump_recipe(recipe))
 
 
 def build_parser() -> argparse.ArgumentParser:
