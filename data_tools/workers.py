@@ -84,6 +84,7 @@ def _worker_main(conn: Connection, parent_end: Connection) -> None:
     """A worker's life: tasks in, frames and records out, until told to stop or the pipe closes."""
     parent_end.close()  # a forked copy of the main process's end: the pipe closes when the main dies
     worker_init()
+    conn.send(("ready",))
     sender = None
     while True:
         try:
@@ -113,6 +114,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.tasks: deque[VideoTask] = deque()
+        self.started = False  # said "ready": a death from now on is its decoder's
 
     def top_up(self, pending: deque) -> None:
         """Keep a second task queued behind the one being decoded, so the worker never waits."""
@@ -152,9 +154,17 @@ def run_tasks(tasks: list[VideoTask], workers: int, receiver: FrameReceiver) -> 
                 worker = by_conn[conn]
                 task = worker.tasks[0]
                 message = inbox.receive(conn, task)
+                if message is None and not worker.started:
+                    worker.process.join()
+                    raise RuntimeError(
+                        f"a decode worker process could not start (exit code {worker.process.exitcode}; "
+                        f"start method {context.get_start_method()}). Under 'spawn' and 'forkserver' the "
+                        "script that calls prepare() needs an `if __name__ == \"__main__\":` guard.")
                 if message is None:  # the worker died: its decoder crashed
                     pool.remove(worker)
                     yield from _after_crash(worker, pool, context, pending, crashes, receiver)
+                elif message[0] == "ready":
+                    worker.started = True
                 elif message[0] == "frames":
                     receiver.frames(task, message[1])
                 elif message[0] == "discard":

@@ -326,3 +326,23 @@ def test_a_crashing_decoder_takes_down_only_its_video(demo_corpus, tmp_path, mon
     assert len(crashed) == len(clean) == 36
     assert all(torch.equal(crashed[i]["video"], clean[i]["video"]) for i in range(36))
     assert [crashed[i]["path"] for i in range(36)] == [clean[i]["path"] for i in range(36)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses the forkserver start method")
+def test_workers_that_cannot_start_are_reported_as_such_not_as_crashed_videos(demo_corpus, tmp_path):
+    # A thread makes prepare() use forkserver, whose workers import the calling script again: without
+    # a main guard they die before their first video.
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import sys, threading\n"
+        "from pathlib import Path\n"
+        "from data_tools import PrepareOptions, prepare\n"
+        "threading.Thread(target=threading.Event().wait, daemon=True).start()\n"
+        "prepare(Path(sys.argv[1]), Path(sys.argv[2]), PrepareOptions(frames=8, size=16, workers=2),"
+        " progress=False)\n")
+    result = subprocess.run([sys.executable, str(script), str(demo_corpus), str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "a decode worker process could not start" in result.stderr
+    assert "the decoder crashed" not in result.stderr + result.stdout
+    assert not (tmp_path / "out" / "meta.json").exists()
