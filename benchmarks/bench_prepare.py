@@ -2,13 +2,15 @@
 
     python benchmarks/bench_prepare.py ../shared/bench-corpus [--size 64] [--repeat 3] [--rss]
 
-Chains, each over every video of DIR, best of --repeat rounds (the chains take turns):
+Chains, each over every video of DIR, best of --repeat rounds (the chains take turns); frames/s are
+the corpus's frames over each chain's time, for every chain alike:
   raw PyAV   PyAV decode (1 thread) + one FFmpeg filter graph: crop, scale (area), rgb24; no writing.
              Twice: with the graph on 1 thread (the best chain, and the baseline) and with FFmpeg's
              default, which threads the filters across all cores (slower on frames this small)
-  raw PyAV, complete clips only
-             the 1-thread chain converting only the frames of complete 16-frame clips, as prepare
-             does, and writing nothing: the ceiling of any tool that decodes every frame
+  raw PyAV, up to the last complete clip
+             the 1-thread chain doing only what `prepare` must: decoding each video up to the end of
+             its last complete 16-frame clip (by the declared frame count) and converting those
+             frames; the rest is demuxed, not decoded; nothing written. The ceiling of `prepare`
   raw decord decord decode with decoder-side resize to the short side S, numpy centre crop; no writing
   prepare    `vidgan prepare` with 1 and with 2 workers, everything included (process start, shards,
              index), into a fresh folder each time
@@ -34,8 +36,8 @@ import numpy as np
 def raw_pyav(paths: list[Path], size: int, filter_threads: int | None = 1,
              clip_frames: int | None = None) -> int:
     """`filter_threads` None leaves FFmpeg's default: the filters threaded across all cores. With
-    `clip_frames` T, only the frames of complete T-frame clips (by the declared frame count) are
-    converted, as `prepare` does: the ceiling of a tool that decodes every frame."""
+    `clip_frames` T, a video is decoded and converted only up to the end of its last complete T-frame
+    clip (by the declared frame count), and the rest demuxed: what `prepare` does at least."""
     import av
 
     frames = 0
@@ -44,26 +46,32 @@ def raw_pyav(paths: list[Path], size: int, filter_threads: int | None = 1,
             stream = container.streams.video[0]
             stream.codec_context.thread_count = 1
             graph = None
-            convert = (stream.frames // clip_frames) * clip_frames if clip_frames else None
-            for k, frame in enumerate(container.decode(stream)):
-                frames += 1
-                if convert is not None and k >= convert:
-                    continue
-                if graph is None:
-                    side = min(frame.width, frame.height)
-                    graph = av.filter.Graph()
-                    if filter_threads is not None:
-                        graph.threads = filter_threads
-                    chain = [graph.add_buffer(template=stream),
-                             graph.add("crop", f"{side}:{side}:{(frame.width - side) // 2}:"
-                                               f"{(frame.height - side) // 2}"),
-                             graph.add("scale", f"{size}:{size}:flags=area"),
-                             graph.add("format", "rgb24"), graph.add("buffersink")]
-                    for a, b in zip(chain, chain[1:]):
-                        a.link_to(b)
-                    graph.configure()
-                graph.vpush(frame)
-                graph.vpull().to_ndarray()
+            wanted = (stream.frames // clip_frames) * clip_frames if clip_frames else None
+            packets = container.demux(stream)
+            decoded = 0
+            for packet in packets:
+                for frame in packet.decode():
+                    decoded += 1
+                    if graph is None:
+                        side = min(frame.width, frame.height)
+                        graph = av.filter.Graph()
+                        if filter_threads is not None:
+                            graph.threads = filter_threads
+                        chain = [graph.add_buffer(template=stream),
+                                 graph.add("crop", f"{side}:{side}:{(frame.width - side) // 2}:"
+                                                   f"{(frame.height - side) // 2}"),
+                                 graph.add("scale", f"{size}:{size}:flags=area"),
+                                 graph.add("format", "rgb24"), graph.add("buffersink")]
+                        for a, b in zip(chain, chain[1:]):
+                            a.link_to(b)
+                        graph.configure()
+                    graph.vpush(frame)
+                    graph.vpull().to_ndarray()
+                if wanted is not None and decoded >= wanted:
+                    break
+            for _ in packets:  # the rest of the file read, not decoded, as prepare counts it
+                pass
+            frames += decoded
     return frames
 
 
@@ -86,35 +94,36 @@ def raw_decord(paths: list[Path], size: int) -> int:
     return frames
 
 
-def raw_pyav_two_processes(paths: list[Path], size: int) -> int:
+def raw_pyav_two_processes(paths: list[Path], size: int) -> None:
     """The raw PyAV chain with the files dealt out to two processes: this machine's own ceiling for
     two workers (shared caches, memory bandwidth, turbo clocks)."""
     import multiprocessing
 
     with multiprocessing.get_context("fork").Pool(2) as pool:
-        return sum(pool.starmap(raw_pyav, [(paths[0::2], size), (paths[1::2], size)]))
+        pool.starmap(raw_pyav, [(paths[0::2], size), (paths[1::2], size)])
 
 
-def run_prepare(src: Path, size: int, workers: int) -> tuple[int, float]:
-    """Frames decoded and seconds of one `prepare` into a fresh folder (its deletion not timed)."""
+def run_prepare(src: Path, size: int, workers: int) -> float:
+    """Seconds of one `prepare` into a fresh folder (its deletion not timed)."""
     from data_tools import PrepareOptions, prepare
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        summary = prepare(src, Path(tmp) / "out", PrepareOptions(size=size, workers=workers), progress=False)
-        return summary.frames_decoded, time.perf_counter() - started
+        prepare(src, Path(tmp) / "out", PrepareOptions(size=size, workers=workers), progress=False)
+        return time.perf_counter() - started
 
 
-def best_rates(chains: list, repeat: int) -> list[tuple[float, int]]:
-    """Best frames/s of each chain over `repeat` rounds; the chains take turns within a round, so
-    that a slow spell of this shared machine hits all of them alike."""
-    best = [(0.0, 0)] * len(chains)
+def best_times(chains: list, repeat: int) -> list[float]:
+    """Best seconds of each chain over `repeat` rounds; the chains take turns within a round, so that
+    a slow spell of this shared machine hits all of them alike. A chain returns its own time (float)
+    or nothing, and is then timed from outside."""
+    best = [float("inf")] * len(chains)
     for _ in range(repeat):
         for i, fn in enumerate(chains):
             started = time.perf_counter()
             result = fn()
-            frames, seconds = result if isinstance(result, tuple) else (result, time.perf_counter() - started)
-            best[i] = max(best[i], (frames / seconds, frames))
+            seconds = result if isinstance(result, float) else time.perf_counter() - started
+            best[i] = min(best[i], seconds)
     return best
 
 
@@ -188,7 +197,7 @@ def run_chains(src: Path, paths: list[Path], args) -> None:
           + f", {os.cpu_count()} CPU cores, S={args.size}, best of {args.repeat}\n")
     names = ["raw PyAV chain (decode + filter graph on 1 thread)",
              "raw PyAV chain, FFmpeg's default filter threads",
-             "raw PyAV chain converting only complete clips' frames (nothing written)",
+             "raw PyAV chain up to the last complete clip (nothing written)",
              "raw decord (decoder-side resize)",
              "vidgan prepare, 1 worker", "vidgan prepare, 2 workers",
              "raw PyAV chain, files split over 2 processes"]
@@ -196,12 +205,13 @@ def run_chains(src: Path, paths: list[Path], args) -> None:
               lambda: raw_pyav(paths, args.size, clip_frames=16), lambda: raw_decord(paths, args.size),
               lambda: run_prepare(src, args.size, 1),
               lambda: run_prepare(src, args.size, 2), lambda: raw_pyav_two_processes(paths, args.size)]
-    rows = [(name, *rate) for name, rate in zip(names, best_rates(chains, args.repeat))]
-    base, default_threads, one, two, ceiling = rows[0][1], rows[1][1], rows[4][1], rows[5][1], rows[6][1]
-    print("| chain | frames | frames/s | × raw PyAV |")
-    print("|---|---|---|---|")
-    for name, rate, frames in rows:
-        print(f"| {name} | {frames} | {rate:,.0f} | {rate / base:.2f} |")
+    frames = raw_pyav(paths, args.size)  # a warm-up round (files in the page cache) that counts the frames
+    rates = [frames / seconds for seconds in best_times(chains, args.repeat)]
+    base, default_threads, one, two, ceiling = rates[0], rates[1], rates[4], rates[5], rates[6]
+    print(f"| chain ({frames} frames) | frames/s | × raw PyAV |")
+    print("|---|---|---|")
+    for name, rate in zip(names, rates):
+        print(f"| {name} | {rate:,.0f} | {rate / base:.2f} |")
     print(f"\nprepare 1 worker / raw PyAV chain: {one / base:.2f}× "
           f"(/ the chain with FFmpeg's default filter threads: {one / default_threads:.2f}×)")
     print(f"prepare 2 workers / 1 worker: {two / one:.2f}× "

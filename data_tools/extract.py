@@ -1,5 +1,6 @@
 """Turn one video into output frames and clips, streaming: frames no clip needs are never converted,
-and decoding stops once the last wanted clip is complete."""
+and decoding stops once the last wanted clip is complete, or once the frames left are too few to
+complete another."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from data_tools.backends.base import DecodeError, SourceFrame
+from data_tools.backends.base import DecodeError, ReadStats, SourceFrame
 from data_tools.sampling import ClipPlan, FpsResampler
 
 
@@ -21,6 +22,7 @@ class Extracted:
 
     output_frames: int = 0  # length of the video's output frame sequence (as far as it was read)
     decoded_frames: int = 0
+    skipped_frames: int = 0  # frames after the last clip, counted but not decoded
     clip_starts: list[int] = field(default_factory=list)  # first output-frame index of each clip
     clip_offsets: list[int] = field(default_factory=list)  # index of that frame among stored frames
     stored_times: list[float] = field(default_factory=list)  # seconds, one per stored frame
@@ -54,7 +56,7 @@ def extract(
     plan: ClipPlan,
     fps: Fraction | None,
     write: Callable[[np.ndarray], None],
-    stats: dict,
+    stats: ReadStats,
 ) -> Extracted:
     """Feed the frames of complete clips to `write` (each `[S, S, 3]` uint8, in order); plan the clips.
 
@@ -62,7 +64,8 @@ def extract(
     count the container declares says its clip will be complete; otherwise it waits, unconverted,
     until a clip that holds it is complete, so that the frames of a video's unfinished last clip cost
     no conversion. Either way only frames of complete clips are written, and at most T + K frames
-    wait at any time.
+    wait at any time. Once the declared count says no clip can follow, the backend counts the frames
+    left (without decoding them): when they are too few for another clip, reading stops there.
     """
     result = Extracted()
     stored_ks: list[int] = []
@@ -73,7 +76,7 @@ def extract(
     waiting: deque[tuple] = deque()
     last_source: SourceFrame | None = None
     last_rgb: np.ndarray | None = None
-    expected = None  # frames sure to be in complete clips, if the declared frame count is right
+    declared = expected = None  # known once the backend has opened the video
 
     def rgb_of(source: SourceFrame) -> np.ndarray:
         nonlocal last_source, last_rgb
@@ -83,8 +86,8 @@ def extract(
 
     for k, frame in _output_frames(frames, fps):
         if expected is None:
-            declared = stats.get("declared_frames", 0)
-            expected = plan.covered(declared) if fps is None and declared > 0 else 0
+            declared = stats.declared_frames if fps is None else 0  # counts output frames without --fps
+            expected = plan.covered(declared)  # frames sure to be in complete clips, if the count is right
         result.output_frames = k + 1
         if plan.is_needed(k):
             waiting.append((k, frame.seconds, rgb_of(frame) if k < expected else frame))
@@ -97,18 +100,25 @@ def extract(
         if end is not None and k + 1 >= end:
             result.stopped_early = True
             break
-    result.decoded_frames = stats.get("decoded_frames", 0)
+        if k + 1 == expected < declared and stats.frames_left is not None:
+            needed = plan.next_clip_end(k + 1) - (k + 1)  # frames for one more clip
+            left = stats.frames_left(needed)
+            if left < needed:
+                result.output_frames += left
+                result.skipped_frames = left
+                break
+    result.decoded_frames = stats.decoded_frames
     result.clip_starts = plan.starts(result.output_frames)
     result.clip_offsets = [bisect.bisect_left(stored_ks, s) for s in result.clip_starts]
     return result
 
 
-def check_complete(result: Extracted, stats: dict) -> None:
-    """Raise when a fully read video decoded far fewer frames than its container declares."""
-    declared = stats.get("declared_frames", 0)
+def check_complete(result: Extracted, stats: ReadStats) -> None:
+    """Raise when a fully read video holds far fewer frames than its container declares."""
+    declared = stats.declared_frames
     if result.stopped_early or declared <= 0:
         return
-    decoded = result.decoded_frames
+    decoded = result.decoded_frames + result.skipped_frames
     if decoded < declared * 0.9 and declared - decoded >= 2:
         raise DecodeError(
             f"truncated: {decoded} of the {declared} frames the container declares could be decoded",

@@ -99,7 +99,7 @@ def run_task(task: VideoTask, sink: FrameSink) -> dict:
         return record
     reasons = []
     for name, iter_frames in _backends(task.backend):
-        stats: dict = {}
+        stats = base.ReadStats()
         try:
             result = extract(iter_frames(task.source, task.size, stats), plan, fps, sink.write, stats)
             check_complete(result, stats)

@@ -48,6 +48,14 @@ class ClipPlan:
             last = min(last, self.max_clips - 1)
         return last * self.stride + self.frames
 
+    def next_clip_end(self, num_output_frames: int) -> int | None:
+        """Output frames a video needs for one clip more than it has complete within that many
+        (None when it already has all the clips wanted)."""
+        complete = 0 if num_output_frames < self.frames else (num_output_frames - self.frames) // self.stride + 1
+        if self.max_clips is not None and complete >= self.max_clips:
+            return None
+        return complete * self.stride + self.frames
+
     def starts(self, num_output_frames: int) -> list[int]:
         """First output-frame index of every complete clip of a video of that many output frames."""
         if num_output_frames < self.frames:

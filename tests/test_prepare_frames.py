@@ -1,14 +1,17 @@
 """What `vidgan prepare` puts in the clips: counts, stride, timing, geometry and colour."""
 
 import json
+import struct
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 
 from data_tools import PrepareOptions, prepare
+from data_tools.synth import encode_video
 from data_tools.dataset import ClipDataset
-from videos import frame_id, id_frame, write_lossless
+from videos import frame_id, has_b_frames, id_frame, write_lossless
 
 
 def _prepare(src, out, **options):
@@ -61,6 +64,39 @@ def test_video_shorter_than_one_clip_is_counted_not_skipped(tmp_path):
     write_lossless(src / "a" / "long.mkv", [id_frame(i) for i in range(20)])
     summary, ds = _prepare(src, tmp_path / "out", frames=8, size=16)
     assert (summary.read, summary.too_short, summary.skipped, len(ds)) == (2, 1, [], 2)
+
+
+def test_frames_after_the_last_clip_are_counted_not_decoded(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_lossless(src / "b.mp4", [id_frame(i) for i in range(50)], b_frames=True)
+    assert has_b_frames(src / "b.mp4")  # decoding runs ahead of display: the stop must not cut a clip
+    summary, ds = _prepare(src, tmp_path / "out", frames=8, size=16)
+    assert _clip_ids(ds) == [list(range(s, s + 8)) for s in range(0, 48, 8)]
+    video = json.loads((tmp_path / "out" / "shards" / "shard-00000.json").read_text())["videos"][0]
+    assert (video["output_frames"], video["decoded_frames"]) == (50, 48)  # frames 48 and 49 counted
+    assert summary.frames_decoded == 48
+
+
+@pytest.mark.parametrize("declared", [20, 36, 42])
+def test_a_header_that_miscounts_the_frames_loses_no_clip(tmp_path, declared):
+    """AVI headers may carry any frame count: the frames after the declared clips are counted from
+    the packets before decoding stops, so a count short by even one clip's worth loses nothing."""
+    src = tmp_path / "src"
+    src.mkdir()
+    encode_video(src / "v.avi", [id_frame(i) for i in range(40)], 25, "mpeg4", "yuv420p")
+    truth, _ = _prepare(src, tmp_path / "truth", frames=8, size=16)
+    data = bytearray((src / "v.avi").read_bytes())
+    length_at = data.find(b"strh") + 8 + 32  # AVISTREAMHEADER.dwLength: the stream's frame count
+    assert struct.unpack_from("<I", data, length_at) == (40,)
+    struct.pack_into("<I", data, length_at, declared)
+    (src / "v.avi").write_bytes(data)
+    with av.open(str(src / "v.avi")) as container:
+        assert container.streams.video[0].frames == declared
+    summary, ds = _prepare(src, tmp_path / "out", frames=8, size=16)
+    assert truth.clips == summary.clips == len(ds) == 5
+    assert ((tmp_path / "out" / "shards" / "shard-00000.npy").read_bytes()
+            == (tmp_path / "truth" / "shards" / "shard-00000.npy").read_bytes())
 
 
 def test_fps_resampling_of_variable_frame_rate_video(tmp_path):

@@ -295,10 +295,8 @@ def _crash_on_marked(task, sink):
 
         import numpy as np
 
-        from data_tools.workers import batch_frames
-
         frame = np.full((task.size, task.size, 3), 255, np.uint8)
-        for _ in range(batch_frames(frame.shape) + 1):  # a whole batch reaches the main process
+        for _ in range(len(sink.batch) + 1):  # a whole batch reaches the main process
             sink.write(frame)
         faulthandler.disable()  # die quietly: pytest's fault handler would print a traceback
         os.kill(os.getpid(), signal.SIGSEGV)

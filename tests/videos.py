@@ -24,9 +24,11 @@ def frame_id(frame: np.ndarray) -> int:
 
 
 def write_lossless(path: Path, frames, fps: int = 25, times_ms: list[int] | None = None,
-                   rotation: int | None = None, sar: Fraction | None = None) -> Path:
+                   rotation: int | None = None, sar: Fraction | None = None, b_frames: bool = False) -> Path:
     """Encode RGB frames losslessly (H.264 RGB, qp 0) into an MKV or MP4; optional explicit frame times
-    (a variable frame rate), display rotation and pixel aspect ratio."""
+    (a variable frame rate), display rotation, pixel aspect ratio and B-frames (frames decoded out of
+    display order; x264 makes none when lossless, so then qp 1: within a level or two, and the ids of
+    `id_frame` survive)."""
     path = Path(path)
     frames = list(frames)
     with av.open(str(path), "w", format={".mp4": "mp4"}.get(path.suffix, "matroska")) as container:
@@ -34,6 +36,8 @@ def write_lossless(path: Path, frames, fps: int = 25, times_ms: list[int] | None
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "rgb24"
         stream.options = {"qp": "0", "preset": "ultrafast"}
+        if b_frames:
+            stream.options = {"qp": "1", "bframes": "3", "b-adapt": "0"}
         if times_ms is not None:
             stream.codec_context.time_base = Fraction(1, 1000)
         if sar is not None:
@@ -49,6 +53,13 @@ def write_lossless(path: Path, frames, fps: int = 25, times_ms: list[int] | None
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def has_b_frames(path: Path) -> bool:
+    """Whether some packet of `path` is decoded before a frame it is displayed after."""
+    with av.open(str(path)) as container:
+        return any(p.pts is not None and p.dts is not None and p.pts != p.dts
+                   for p in container.demux(video=0) if p.size)
 
 
 def decode_all(path: Path) -> list[np.ndarray]:

@@ -359,7 +359,7 @@ def _is_video(path: Path) -> bool:
     or at least two decodable frames (FFmpeg opens any file named *.png as a one-picture 'video')."""
     import av
 
-    from data_tools.backends.base import DecodeError
+    from data_tools.backends.base import DecodeError, ReadStats
     from data_tools.backends.pyav import open_video
     from data_tools.discover import sniff_container
 
@@ -422,7 +422,7 @@ def load_clip(path: str | Path, size: int, frames: int) -> tuple["np.ndarray", G
     as `vidgan prepare` decodes (display rotation, centred square, area resize), and its geometry."""
     import numpy as np
 
-    from data_tools.backends.base import DecodeError
+    from data_tools.backends.base import DecodeError, ReadStats
     from data_tools.backends.pyav import iter_frames, open_video, stream_sar
     from data_tools.geometry import normalise_rotation
 
@@ -442,7 +442,7 @@ def load_clip(path: str | Path, size: int, frames: int) -> tuple["np.ndarray", G
         finally:
             container.close()
         decoded = []
-        source = iter_frames(path, size, {})
+        source = iter_frames(path, size, ReadStats())
         try:
             for frame in source:
                 decoded.append(frame.convert())  # [S, S, 3] uint8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable
 
@@ -19,6 +20,17 @@ class DecodeError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.definitive = definitive
+
+
+@dataclass
+class ReadStats:
+    """What a backend learns about a video while reading it, for the clip extractor."""
+
+    declared_frames: int = 0  # the frame count the container declares (0: it declares none)
+    decoded_frames: int = 0  # frames handed out so far
+    # Frames still to come, counted without decoding them, up to the limit given (returned when at
+    # least that many remain); None where the backend cannot count them.
+    frames_left: Callable[[int], int] | None = None
 
 
 class SourceFrame:

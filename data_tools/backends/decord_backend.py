@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from data_tools.backends.base import DecodeError, SourceFrame
+from data_tools.backends.base import DecodeError, ReadStats, SourceFrame
 from data_tools.geometry import AreaResizer, normalise_rotation, square_crop
 
 
@@ -48,7 +48,9 @@ def _seconds(value: float) -> Fraction:
     return Fraction(float(value)).limit_denominator(1_000_000)
 
 
-def iter_frames(path: str | Path, size: int, stats: dict) -> Iterator[SourceFrame]:
+def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[SourceFrame]:
+    """Frames of `path` with decord's times; a frame is decoded only when its conversion is asked
+    for, so frames after the last clip are never decoded."""
     import decord
 
     path = str(path)
@@ -57,7 +59,7 @@ def iter_frames(path: str | Path, size: int, stats: dict) -> Iterator[SourceFram
     except (decord.DECORDError, RuntimeError) as e:
         raise DecodeError(f"decord cannot open it ({str(e).splitlines()[0]})") from None
     count = len(reader)
-    stats["declared_frames"] = count
+    stats.declared_frames = count
     if count == 0:
         raise DecodeError("no video frames", definitive=True)
     times = reader.get_frame_timestamp(range(count))  # [count, 2] start and end, seconds
@@ -90,6 +92,6 @@ def iter_frames(path: str | Path, size: int, stats: dict) -> Iterator[SourceFram
 
     for index in range(count):
         start, end = _seconds(times[index, 0]), _seconds(times[index, 1])
-        stats["decoded_frames"] = index + 1
+        stats.decoded_frames = index + 1
         yield SourceFrame(make_convert(index), start.numerator, Fraction(1, start.denominator),
                           duration=end - start if end > start else None)

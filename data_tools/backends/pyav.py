@@ -3,6 +3,7 @@ pass over each full-size frame, the fastest correct chain measured on this proje
 
 from __future__ import annotations
 
+from collections import deque
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -10,7 +11,7 @@ from typing import Iterator
 import av
 import av.logging
 
-from data_tools.backends.base import DecodeError, SourceFrame
+from data_tools.backends.base import DecodeError, ReadStats, SourceFrame
 from data_tools.discover import sniff_container
 from data_tools.geometry import normalise_rotation, square_crop
 
@@ -113,18 +114,47 @@ def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.
     return container, stream
 
 
-def iter_frames(path: str | Path, size: int, stats: dict) -> Iterator[SourceFrame]:
-    """Decoded frames of `path` in display order with their times; conversion to S×S RGB is lazy."""
+def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[SourceFrame]:
+    """Decoded frames of `path` in display order with their times; conversion to S×S RGB is lazy.
+
+    `stats.frames_left` counts the frames still to come from the packets alone: the extractor asks
+    when the declared frame count says no clip can follow, and the frames after the last clip are
+    then never decoded. It relies on a packet giving at most one frame, and answers "unknown" (the
+    limit) for a stream where that is seen to fail or whose rest cannot be demuxed.
+    """
     container, stream = open_video(path)
     time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     nominal = 1 / Fraction(rate) if rate else None
     step = max(1, round(nominal / time_base)) if nominal else None  # nominal interval in ticks
-    stats["declared_frames"] = int(stream.frames or 0)
+    stats.declared_frames = int(stream.frames or 0)
     sar = stream_sar(stream)
     converter: _FrameConverter | None = None
     last_pts: int | None = None
-    decoded = 0
+    demuxed = container.demux(stream)
+    lookahead: deque = deque()  # packets demuxed (and counted) by frames_left, to be decoded next
+    demux_error: av.error.FFmpegError | None = None  # met by frames_left, raised in its turn
+    fed = 0  # non-empty packets sent to the decoder
+    decoded = 0  # frames handed out
+
+    def frames_left(limit: int) -> int:
+        nonlocal demux_error
+        left = fed - decoded + sum(1 for packet in lookahead if packet.size)
+        while left < limit and demux_error is None:
+            try:
+                packet = next(demuxed, None)
+            except av.error.FFmpegError as e:
+                demux_error = e
+                break
+            if packet is None:
+                break
+            lookahead.append(packet)
+            left += bool(packet.size)
+        if demux_error is not None or decoded > fed:
+            return limit
+        return min(left, limit)
+
+    stats.frames_left = frames_left
 
     def make_convert(frame):
         def convert():
@@ -139,26 +169,33 @@ def iter_frames(path: str | Path, size: int, stats: dict) -> Iterator[SourceFram
         return convert
 
     try:
-        frames = container.decode(stream)
         while True:
             try:
-                frame = next(frames)
-            except StopIteration:
-                break
+                if lookahead:
+                    packet = lookahead.popleft()
+                elif demux_error is not None:
+                    raise demux_error
+                else:
+                    packet = next(demuxed, None)
+                    if packet is None:
+                        break
+                fed += bool(packet.size)
+                frames = packet.decode()  # the last, empty packet drains the decoder
             except av.error.FFmpegError as e:
                 why = e.strerror or str(e)
                 if decoded == 0:  # perhaps a codec this FFmpeg build lacks: let decord try
                     raise DecodeError(f"PyAV cannot decode the video stream ({why})") from None
                 raise DecodeError(f"corrupt or truncated data after {decoded} frames ({why})",
                                   definitive=True) from None
-            decoded += 1
-            pts = frame.pts  # decoded frames are timed in the stream's time base
-            if pts is None:  # no timestamp: one nominal frame interval after the previous frame
-                pts = 0 if last_pts is None else last_pts + (step if step else 1)
-            last_pts = pts
-            stats["decoded_frames"] = decoded
-            duration = frame.duration
-            yield SourceFrame(make_convert(frame), pts, time_base, duration or None,
-                              None if duration else nominal)
+            for frame in frames:
+                decoded += 1
+                pts = frame.pts  # decoded frames are timed in the stream's time base
+                if pts is None:  # no timestamp: one nominal frame interval after the previous frame
+                    pts = 0 if last_pts is None else last_pts + (step if step else 1)
+                last_pts = pts
+                stats.decoded_frames = decoded
+                duration = frame.duration
+                yield SourceFrame(make_convert(frame), pts, time_base, duration or None,
+                                  None if duration else nominal)
     finally:
         container.close()
