@@ -211,10 +211,34 @@ class _Inbox:
             size = message[1] * int(np.prod(frame_shape))
             if len(self.buffer) < size:
                 self.buffer = bytearray(size)
-            conn.recv_bytes_into(self.buffer)
+            _recv_bytes_into(conn, memoryview(self.buffer)[:size])
         except (EOFError, OSError):
             return None
         return "frames", np.frombuffer(self.buffer, np.uint8, size).reshape(message[1], *frame_shape)
+
+
+def _recv_bytes_into(conn: Connection, view: memoryview) -> None:
+    """`conn.recv_bytes_into`, but read by the kernel straight into `view` where the pipe is a file
+    descriptor: multiprocessing gathers a message in a BytesIO first, two more copies of every frame
+    in the process that has to keep up with all the workers."""
+    if os.name != "posix":
+        conn.recv_bytes_into(view)
+        return
+    fd = conn.fileno()
+    header = _read_exactly(fd, memoryview(bytearray(4)))
+    if int.from_bytes(header, "big", signed=True) != len(view):  # Connection's 4-byte length prefix
+        raise RuntimeError("a worker sent a frame batch of an unexpected size")
+    _read_exactly(fd, view)
+
+
+def _read_exactly(fd: int, view: memoryview) -> memoryview:
+    got = 0
+    while got < len(view):
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            raise EOFError
+        got += n
+    return view
 
 
 def _after_crash(worker: _Worker, pool: list[_Worker], context, pending: deque,
