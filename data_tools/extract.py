@@ -69,7 +69,6 @@ def extract(
     """
     result = Extracted()
     stored_ks: list[int] = []
-    end = plan.end()
     # needed output frames in no complete clip yet: (k, seconds, rgb) once converted, else
     # (k, seconds, source frame); a converted frame lets go of its decoded picture at once, so
     # the decoder can reuse the buffer
@@ -77,6 +76,8 @@ def extract(
     last_source: SourceFrame | None = None
     last_rgb: np.ndarray | None = None
     declared = expected = None  # known once the backend has opened the video
+    clip_end = plan.next_clip_end(0)  # output frames at which the next clip is complete
+    count = 0  # output frames so far
 
     def rgb_of(source: SourceFrame) -> np.ndarray:
         nonlocal last_source, last_rgb
@@ -84,29 +85,33 @@ def extract(
             last_source, last_rgb = source, source.convert()
         return last_rgb
 
-    for k, frame in _output_frames(frames, fps):
+    for k, frame in enumerate(frames) if fps is None else _output_frames(frames, fps):
         if expected is None:
             declared = stats.declared_frames if fps is None else 0  # counts output frames without --fps
             expected = plan.covered(declared)  # frames sure to be in complete clips, if the count is right
-        result.output_frames = k + 1
+        count = k + 1
         if plan.is_needed(k):
             waiting.append((k, frame.seconds, rgb_of(frame) if k < expected else frame))
-        complete = plan.covered(k + 1)
-        while waiting and waiting[0][0] < complete:
+        if count < clip_end:
+            continue
+        # a clip is complete: its frames (and those of the clips before) go out
+        while waiting and waiting[0][0] < count:
             k_out, time, pending = waiting.popleft()
             write(pending if isinstance(pending, np.ndarray) else rgb_of(pending))
             stored_ks.append(k_out)
             result.stored_times.append(time)
-        if end is not None and k + 1 >= end:
+        clip_end = plan.next_clip_end(count)
+        if clip_end is None:  # every wanted clip is complete
             result.stopped_early = True
             break
-        if k + 1 == expected < declared and stats.frames_left is not None:
-            needed = plan.next_clip_end(k + 1) - (k + 1)  # frames for one more clip
+        if count == expected < declared and stats.frames_left is not None:
+            needed = clip_end - count  # frames for one more clip
             left = stats.frames_left(needed)
             if left < needed:
-                result.output_frames += left
+                count += left
                 result.skipped_frames = left
                 break
+    result.output_frames = count
     result.decoded_frames = stats.decoded_frames
     result.clip_starts = plan.starts(result.output_frames)
     result.clip_offsets = [bisect.bisect_left(stored_ks, s) for s in result.clip_starts]

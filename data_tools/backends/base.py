@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -41,14 +41,20 @@ class SourceFrame:
     (most frames of a run without `--fps` never need them).
     """
 
-    __slots__ = ("convert", "_pts", "_duration_ticks", "_time_base", "_time", "_duration")
+    __slots__ = ("_convert", "_picture", "_pts", "_duration_ticks", "_time_base", "_time", "_duration")
 
-    def __init__(self, convert: Callable[[], np.ndarray], pts: int, time_base: Fraction,
+    def __init__(self, convert: Callable[[Any], np.ndarray], picture: Any, pts: int, time_base: Fraction,
                  duration_ticks: int | None = None, duration: Fraction | None = None):
-        self.convert = convert
+        # convert(picture) makes the output frame; one function serves a whole video, and `picture`
+        # is whatever the backend needs for this frame (a decoded frame, an index)
+        self._convert, self._picture = convert, picture
         self._pts, self._time_base = pts, time_base  # time_base: one Fraction shared by a stream
         self._duration_ticks, self._duration = duration_ticks, duration
         self._time: Fraction | None = None
+
+    def convert(self) -> np.ndarray:
+        """The frame as output: `[S, S, 3]` uint8 RGB."""
+        return self._convert(self._picture)
 
     @property
     def time(self) -> Fraction:

@@ -68,30 +68,27 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     resizer: AreaResizer | None = None
     decord_rotates = isobmff  # decided again on the first frame where its shape tells
 
-    def make_convert(index: int):
-        def convert() -> np.ndarray:
-            nonlocal cursor, resizer, decord_rotates
-            if index > cursor:
-                reader.skip_frames(index - cursor)
-            try:
-                rgb = reader.next().asnumpy()  # [H, W, 3]
-            except (decord.DECORDError, RuntimeError, StopIteration) as e:
-                raise DecodeError(f"decord failed at frame {index} ({e})") from None
-            cursor = index + 1
-            if resizer is None and rotation in (90, 270) and stored[0] != stored[1]:
-                decord_rotates = rgb.shape[:2] == (stored[0], stored[1])  # [H, W] = stored [W, H]
-            if rotation and not decord_rotates:
-                rgb = np.rot90(rgb, k=rotation // 90)
-            if resizer is None:
-                h, w = rgb.shape[:2]
-                box_sar = 1 / sar if rotation in (90, 270) else sar
-                resizer = AreaResizer(square_crop(w, h, box_sar), size)
-            return resizer(rgb)
-
-        return convert
+    def convert(index: int) -> np.ndarray:
+        nonlocal cursor, resizer, decord_rotates
+        if index > cursor:
+            reader.skip_frames(index - cursor)
+        try:
+            rgb = reader.next().asnumpy()  # [H, W, 3]
+        except (decord.DECORDError, RuntimeError, StopIteration) as e:
+            raise DecodeError(f"decord failed at frame {index} ({e})") from None
+        cursor = index + 1
+        if resizer is None and rotation in (90, 270) and stored[0] != stored[1]:
+            decord_rotates = rgb.shape[:2] == (stored[0], stored[1])  # [H, W] = stored [W, H]
+        if rotation and not decord_rotates:
+            rgb = np.rot90(rgb, k=rotation // 90)
+        if resizer is None:
+            h, w = rgb.shape[:2]
+            box_sar = 1 / sar if rotation in (90, 270) else sar
+            resizer = AreaResizer(square_crop(w, h, box_sar), size)
+        return resizer(rgb)
 
     for index in range(count):
         start, end = _seconds(times[index, 0]), _seconds(times[index, 1])
         stats.decoded_frames = index + 1
-        yield SourceFrame(make_convert(index), start.numerator, Fraction(1, start.denominator),
+        yield SourceFrame(convert, index, start.numerator, Fraction(1, start.denominator),
                           duration=end - start if end > start else None)

@@ -10,6 +10,7 @@ from typing import Iterator
 
 import av
 import av.logging
+import numpy as np
 
 from data_tools.backends.base import DecodeError, ReadStats, SourceFrame
 from data_tools.discover import sniff_container
@@ -45,8 +46,9 @@ class _FrameConverter:
     """A filter graph for one set of frame properties; rebuilt when a stream changes them mid-way."""
 
     def __init__(self, frame: av.VideoFrame, sar: Fraction, size: int, time_base: Fraction):
-        self.key = self.key_of(frame, sar)
-        width, height, fmt_name, sar, rotation = self.key
+        self.key = self.key_of(frame)  # the pixel aspect ratio is the stream's: it cannot change
+        width, height, fmt_name = frame.width, frame.height, frame.format.name
+        rotation = normalise_rotation(frame.rotation)
         graph = av.filter.Graph()
         # FFmpeg's default threads every filter across all cores; on frames this small the hand-offs
         # cost more than they save (1 thread: about 15% less time end to end, BENCHMARKS.md), and
@@ -74,8 +76,8 @@ class _FrameConverter:
         self.graph = graph
 
     @staticmethod
-    def key_of(frame: av.VideoFrame, sar: Fraction) -> tuple:
-        return (frame.width, frame.height, frame.format.name, sar, normalise_rotation(frame.rotation))
+    def key_of(frame: av.VideoFrame) -> tuple:
+        return frame.width, frame.height, frame.format.name, frame.rotation
 
     def __call__(self, frame: av.VideoFrame):
         self.graph.vpush(frame)
@@ -156,17 +158,14 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
 
     stats.frames_left = frames_left
 
-    def make_convert(frame):
-        def convert():
-            nonlocal converter
-            try:
-                if converter is None or converter.key != _FrameConverter.key_of(frame, sar):
-                    converter = _FrameConverter(frame, sar, size, time_base)
-                return converter(frame)
-            except (av.error.FFmpegError, ValueError) as e:  # e.g. a pixel format FFmpeg can't convert
-                raise DecodeError(f"PyAV cannot convert {frame.format.name} frames ({e})") from None
-
-        return convert
+    def convert(frame: av.VideoFrame) -> np.ndarray:
+        nonlocal converter
+        try:
+            if converter is None or converter.key != _FrameConverter.key_of(frame):
+                converter = _FrameConverter(frame, sar, size, time_base)
+            return converter(frame)
+        except (av.error.FFmpegError, ValueError) as e:  # e.g. a pixel format FFmpeg can't convert
+            raise DecodeError(f"PyAV cannot convert {frame.format.name} frames ({e})") from None
 
     try:
         while True:
@@ -195,7 +194,7 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
                 last_pts = pts
                 stats.decoded_frames = decoded
                 duration = frame.duration
-                yield SourceFrame(make_convert(frame), pts, time_base, duration or None,
+                yield SourceFrame(convert, frame, pts, time_base, duration or None,
                                   None if duration else nominal)
     finally:
         container.close()
