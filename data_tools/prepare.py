@@ -298,7 +298,7 @@ class _ShardAssembler:
             self._check(record, 0 if stream is None else stream.count)
             if stream is not None and stream.part is not None:
                 stream.part.commit()
-                atomic_write_json(self.parts / f"{part_key(path)}.json", record, durable=False)
+                atomic_write_json(self.parts / f"{part_key(path)}.json", record, durable=False, indent=None)
             self.ready[i] = (record, stream)
         self.drain()
 
@@ -343,7 +343,7 @@ class _ShardAssembler:
         self.writer.commit()
         shard = {"index": self.shard_index, "file": f"shard-{self.shard_index:05d}.npy",
                  "first_video": self.first_video, "frames": self.writer.count, "videos": self.records}
-        atomic_write_json(self.shards / f"shard-{self.shard_index:05d}.json", shard)
+        atomic_write_json(self.shards / f"shard-{self.shard_index:05d}.json", shard, indent=None)
         for record in self.records:
             key = part_key(record["path"])
             (self.parts / f"{key}.npy").unlink(missing_ok=True)
@@ -458,11 +458,13 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
 
     started = time.perf_counter()
     decoded = 0
+    versions = None
     bar = _ProgressBar(total=len(videos), initial=len(videos) - len(tasks), unit="video",
                        disable=not progress, dynamic_ncols=True, desc="prepare")
     try:
         assembler.drain()
         for record in run_tasks(tasks, workers, assembler):
+            versions = versions or _versions()  # read while the workers decode
             decoded += record["decoded_frames"]
             if record["status"] != "ok":
                 bar.write(f"skipped {record['path']}: {record['reason']}")
@@ -493,7 +495,7 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
                    "skipped": len(summary.skipped), "clips": summary.clips,
                    "frames_stored": summary.frames_stored},
         "shards": [{"file": s["file"], "frames": s["frames"]} for s in shards],
-        "versions": _versions(),
+        "versions": versions or _versions(),
     })
     shutil.rmtree(work, ignore_errors=True)
     return summary

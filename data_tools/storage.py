@@ -43,8 +43,10 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
         fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, obj, durable: bool = True) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), durable)
+def atomic_write_json(path: Path, obj, durable: bool = True, indent: int | None = 1) -> None:
+    """`indent=None` writes one line with the C encoder: for big machine-read files (an indent
+    selects Python's own encoder, about 10× slower)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=indent, sort_keys=True) + "\n").encode(), durable)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

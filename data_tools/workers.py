@@ -130,17 +130,23 @@ class _Worker:
         child.close()
         self.tasks: deque[VideoTask] = deque()
         self.started = False  # said "ready": a death from now on is its decoder's
+        self.told_to_stop = False
 
     def top_up(self, pending: deque) -> None:
-        """Keep a second task queued behind the one being decoded, so the worker never waits."""
+        """Keep a second task queued behind the one being decoded, so the worker never waits. With
+        no task left to give, tell it to stop after its last, so that it exits while the main
+        process finishes the dataset."""
         while pending and len(self.tasks) < 2:
             self.tasks.append(pending.popleft())
             self.conn.send(self.tasks[-1])
+        if not pending and not self.told_to_stop:
+            self.conn.send(None)
+            self.told_to_stop = True
 
     def stop(self, kill: bool) -> None:
         if kill:
             self.process.kill()
-        else:
+        elif not self.told_to_stop:
             try:
                 self.conn.send(None)
             except OSError:
