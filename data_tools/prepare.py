@@ -301,6 +301,8 @@ class _ShardAssembler:
                 atomic_write_json(self.parts / f"{part_key(path)}.json", record, durable=False, indent=None)
             self.ready[i] = (record, stream)
         self.drain()
+        if self.writer is not None and self.writer.unsynced_bytes:
+            self.writer.sync()  # flushed as the run goes, so that no commit has much left to flush
 
     @staticmethod
     def _check(record: dict, received: int) -> None:
@@ -336,8 +338,6 @@ class _ShardAssembler:
         self.next_video += 1
         if self.writer.count >= self.shard_frames or self.next_video == len(self.videos):
             self._commit()
-        else:
-            self.writer.sync()
 
     def _commit(self) -> None:
         self.writer.commit()

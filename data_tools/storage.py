@@ -102,6 +102,7 @@ class FrameFileWriter:
         self.frame_shape = tuple(frame_shape)
         self.frame_bytes = int(np.prod(frame_shape))
         self.count = 0
+        self.synced = 0  # frames flushed to the disk by sync()
         self.file = open(self.tmp, "wb", buffering=self.buffer_bytes)
         self.file.write(npy_header((0, *self.frame_shape)))
 
@@ -133,6 +134,11 @@ class FrameFileWriter:
         self.file.truncate(NPY_HEADER_BYTES + count * self.frame_bytes)
         self.file.seek(0, os.SEEK_END)
         self.count = count
+        self.synced = min(self.synced, count)
+
+    @property
+    def unsynced_bytes(self) -> int:
+        return (self.count - self.synced) * self.frame_bytes
 
     def sync(self) -> None:
         """Flush the frames so far to the disk (durable writers only), so that the commit has little
@@ -140,6 +146,7 @@ class FrameFileWriter:
         if self.durable:
             self.file.flush()
             os.fdatasync(self.file.fileno()) if hasattr(os, "fdatasync") else os.fsync(self.file.fileno())
+        self.synced = self.count
 
     def commit(self) -> None:
         self.file.seek(0)

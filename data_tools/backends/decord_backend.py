@@ -8,6 +8,7 @@ only; elsewhere `available()` is False and PyAV does all the work.
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +19,7 @@ from data_tools.backends.base import DecodeError, ReadStats, SourceFrame
 from data_tools.geometry import AreaResizer, normalise_rotation, square_crop
 
 
+@functools.cache
 def available() -> bool:
     """Whether decord is installed (checked without importing it: the import costs 0.3 s)."""
     import importlib.util
