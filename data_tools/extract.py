@@ -78,6 +78,7 @@ def extract(
     declared = expected = None  # known once the backend has opened the video
     clip_end = plan.next_clip_end(0)  # output frames at which the next clip is complete
     count = 0  # output frames so far
+    every_frame_needed = plan.stride <= plan.frames  # clips leave no gaps
 
     def rgb_of(source: SourceFrame) -> np.ndarray:
         nonlocal last_source, last_rgb
@@ -90,7 +91,7 @@ def extract(
             declared = stats.declared_frames if fps is None else 0  # counts output frames without --fps
             expected = plan.covered(declared)  # frames sure to be in complete clips, if the count is right
         count = k + 1
-        if plan.is_needed(k):
+        if every_frame_needed or plan.is_needed(k):
             waiting.append((k, frame.seconds, rgb_of(frame) if k < expected else frame))
         if count < clip_end:
             continue

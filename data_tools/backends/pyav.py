@@ -79,10 +79,6 @@ class _FrameConverter:
     def key_of(frame: av.VideoFrame) -> tuple:
         return frame.width, frame.height, frame.format.name, frame.rotation
 
-    def __call__(self, frame: av.VideoFrame):
-        self.graph.vpush(frame)
-        return self.graph.vpull().to_ndarray()
-
 
 def stream_sar(stream) -> Fraction:
     """Pixel aspect ratio of a video stream (1 when unknown)."""
@@ -163,7 +159,9 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
         try:
             if converter is None or converter.key != _FrameConverter.key_of(frame):
                 converter = _FrameConverter(frame, sar, size, time_base)
-            return converter(frame)
+            graph = converter.graph
+            graph.vpush(frame)
+            return graph.vpull().to_ndarray()
         except (av.error.FFmpegError, ValueError) as e:  # e.g. a pixel format FFmpeg can't convert
             raise DecodeError(f"PyAV cannot convert {frame.format.name} frames ({e})") from None
 
