@@ -78,6 +78,18 @@ def test_frames_after_the_last_clip_are_counted_not_decoded(tmp_path):
     assert summary.frames_decoded == 48
 
 
+def test_frames_left_holds_a_bounded_number_of_packets(tmp_path, monkeypatch):
+    from data_tools.backends import pyav
+
+    monkeypatch.setattr(pyav, "LOOKAHEAD_PACKETS", 4)  # fewer than the 8 a clip more would need
+    src = tmp_path / "src"
+    src.mkdir()
+    write_lossless(src / "v.mp4", [id_frame(i) for i in range(54)])  # a tail of 6 frames
+    summary, ds = _prepare(src, tmp_path / "out", frames=8, size=16)
+    assert _clip_ids(ds) == [list(range(s, s + 8)) for s in range(0, 48, 8)]
+    assert summary.frames_decoded == 54  # the tail could not be counted within the bound: decoded
+
+
 @pytest.mark.parametrize("declared", [20, 36, 42])
 def test_a_header_that_miscounts_the_frames_loses_no_clip(tmp_path, declared):
     """AVI headers may carry any frame count: the frames after the declared clips are counted from

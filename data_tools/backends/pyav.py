@@ -21,6 +21,10 @@ from data_tools.geometry import normalise_rotation, square_crop
 av.logging.set_level(None)
 av.logging.set_libav_level(av.logging.PANIC)
 
+# Packets that frames_left may demux ahead and hold: a stride of more frames than this keeps its
+# video's tail decoded rather than hold that much compressed video.
+LOOKAHEAD_PACKETS = 256
+
 _ROTATE_FILTERS = {  # counter-clockwise display rotation → filters that show it upright
     0: [],
     90: [("transpose", "cclock")],
@@ -118,7 +122,8 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     `stats.frames_left` counts the frames still to come from the packets alone: the extractor asks
     when the declared frame count says no clip can follow, and the frames after the last clip are
     then never decoded. It relies on a packet giving at most one frame, and answers "unknown" (the
-    limit) for a stream where that is seen to fail or whose rest cannot be demuxed.
+    limit) for a stream where that is seen to fail, whose rest cannot be demuxed, or whose count
+    would need more than LOOKAHEAD_PACKETS packets held.
     """
     container, stream = open_video(path)
     time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
@@ -138,19 +143,19 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     def frames_left(limit: int) -> int:
         nonlocal demux_error
         left = fed - decoded + sum(1 for packet in lookahead if packet.size)
-        while left < limit and demux_error is None:
+        while left < limit:
+            if demux_error is not None or len(lookahead) >= LOOKAHEAD_PACKETS:
+                return limit  # cannot tell: decode on
             try:
                 packet = next(demuxed, None)
             except av.error.FFmpegError as e:
                 demux_error = e
-                break
+                continue
             if packet is None:
                 break
             lookahead.append(packet)
             left += bool(packet.size)
-        if demux_error is not None or decoded > fed:
-            return limit
-        return min(left, limit)
+        return limit if decoded > fed else min(left, limit)
 
     stats.frames_left = frames_left
 
