@@ -29,12 +29,8 @@ class Extracted:
     stopped_early: bool = False  # all wanted clips were complete before the end of the video
 
 
-def _output_frames(frames: Iterable[SourceFrame], fps: Fraction | None) -> Iterator[tuple[int, SourceFrame]]:
-    """(output index, source frame) pairs in order; with `fps`, resampled by timestamps."""
-    if fps is None:
-        for k, frame in enumerate(frames):
-            yield k, frame
-        return
+def _resampled(frames: Iterable[SourceFrame], fps: Fraction) -> Iterator[tuple[int, SourceFrame]]:
+    """(output index, source frame) pairs in order, resampled to `fps` by timestamps."""
     resampler = FpsResampler(fps)
     previous: SourceFrame | None = None
     for frame in frames:
@@ -86,7 +82,7 @@ def extract(
             last_source, last_rgb = source, source.convert()
         return last_rgb
 
-    for k, frame in enumerate(frames) if fps is None else _output_frames(frames, fps):
+    for k, frame in enumerate(frames) if fps is None else _resampled(frames, fps):
         if expected is None:
             declared = stats.declared_frames if fps is None else 0  # counts output frames without --fps
             expected = plan.covered(declared)  # frames sure to be in complete clips, if the count is right

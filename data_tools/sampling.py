@@ -33,12 +33,6 @@ class ClipPlan:
             last_clip = min(last_clip, self.max_clips - 1)
         return k < last_clip * self.stride + self.frames
 
-    def end(self) -> int | None:
-        """Output frames after which every wanted clip is complete (None when unlimited)."""
-        if self.max_clips is None:
-            return None
-        return (self.max_clips - 1) * self.stride + self.frames
-
     def covered(self, num_output_frames: int) -> int:
         """Output frames up to the end of the last clip complete within that many output frames."""
         if num_output_frames < self.frames:
@@ -51,7 +45,8 @@ class ClipPlan:
     def next_clip_end(self, num_output_frames: int) -> int | None:
         """Output frames a video needs for one clip more than it has complete within that many
         (None when it already has all the clips wanted)."""
-        complete = 0 if num_output_frames < self.frames else (num_output_frames - self.frames) // self.stride + 1
+        n = num_output_frames
+        complete = 0 if n < self.frames else (n - self.frames) // self.stride + 1
         if self.max_clips is not None and complete >= self.max_clips:
             return None
         return complete * self.stride + self.frames
