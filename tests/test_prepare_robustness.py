@@ -114,33 +114,54 @@ def test_rerunning_a_finished_job_does_no_work(demo_corpus, tmp_path):
         prepare(demo_corpus, out, PrepareOptions(frames=4, size=32, workers=1), progress=False)
 
 
+def _writing(out: Path, pid: int) -> bool:
+    """Whether the `prepare` process `pid` has a file under way in `out` (temporaries carry its pid)."""
+    return any(p.name.endswith(f".tmp-{pid}") for p in out.rglob(".*"))
+
+
+def _start_prepare(src: Path, out: Path, args: list[str]) -> tuple[subprocess.Popen, float | None]:
+    """A `vidgan prepare` process, left running once it has begun writing; and the seconds that took
+    (its start-up: imports, discovery, resuming), or None when it ended before it was seen writing."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "vidgan", "prepare", str(src), "--out", str(out), *args],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    while proc.poll() is None and time.perf_counter() - started < 120:
+        if _writing(out, proc.pid):
+            return proc, time.perf_counter() - started
+        time.sleep(0.002)
+    return proc, None
+
+
 @pytest.mark.slow
 def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_dataset(tmp_path):
     src = tmp_path / "src"
-    write_demo_corpus(src, classes=3, videos_per_class=6, seconds=8.0)
+    write_demo_corpus(src, classes=3, videos_per_class=6, seconds=16.0)  # 0.3 s of writing or so
     args = ["--frames", "8", "--size", "32", "--stride", "4", "--shard-mb", "1", "--workers", "2", "--quiet"]
     reference = tmp_path / "reference"
     started = time.perf_counter()
-    assert run_cli("prepare", str(src), "--out", str(reference), *args).returncode == 0
-    duration = time.perf_counter() - started
+    proc, start_up = _start_prepare(src, reference, args)
+    assert proc.wait(timeout=300) == 0 and start_up is not None, proc.stderr.read()
+    work = time.perf_counter() - started - start_up  # seconds from the first file under way to the end
     interrupted = 0
-    for i, fraction in enumerate((0.3, 0.45, 0.6, 0.75, 0.9)):
+    for i, fraction in enumerate((0.1, 0.3, 0.5, 0.7, 0.9)):
         out = tmp_path / f"run{i}"
-        # a first kill, then a kill of the resumed run, then a run to the end
-        for delay in (fraction * duration, 0.5 * fraction * duration, None):
-            proc = subprocess.Popen([sys.executable, "-m", "vidgan", "prepare", str(src), "--out", str(out),
-                                     *args], start_new_session=True, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True)
-            if delay is None:
+        # a first kill, then a kill of the resumed run (within the work it has left), then a run to
+        # the end; each kill lands a share of the reference's writing time after writing began
+        for share in (fraction, 0.4 * (1 - fraction), None):
+            proc, start_up = _start_prepare(src, out, args)
+            if share is None:
                 assert proc.wait(timeout=300) == 0, proc.stderr.read()
                 continue
-            time.sleep(delay)
-            os.killpg(proc.pid, signal.SIGKILL)  # the main process and its workers
+            time.sleep(share * work)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # the main process and its workers
+            except ProcessLookupError:  # it had finished
+                pass
             proc.wait()
-            started_work = any((out / ".work" / "parts").glob("*")) or any((out / "shards").glob("*"))
-            interrupted += started_work and not (out / "meta.json").exists()
+            interrupted += start_up is not None and not (out / "meta.json").exists()
         assert _tree_bytes(out) == _tree_bytes(reference)
-    assert interrupted >= 4  # most kills landed mid-run, with parts or shards half done
+    assert interrupted >= 5  # most kills landed mid-run, with parts or shards half done
 
 
 def test_videos_are_found_by_content_and_labelled_by_folder(tmp_path):
