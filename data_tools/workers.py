@@ -12,6 +12,7 @@ worker; a second crash convicts the file, which is recorded as skipped with the 
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import socket
@@ -41,15 +42,20 @@ class FrameReceiver(Protocol):
         """Drop every frame received for `task` so far (it is being decoded again)."""
 
 
+_DECODERS = ["data_tools.backends.pyav", "data_tools.backends.decord_backend"]
+
+
 def pool_context():
     """`fork` where it is safe (a single-threaded parent on Linux): workers then start in
     milliseconds with the decoders already imported. Otherwise `forkserver` (one fresh interpreter
     that imports the decoders once, then forks the workers) or, where that does not exist, `spawn`."""
     if sys.platform.startswith("linux") and threading.active_count() == 1:
+        for name in _DECODERS:  # imported here once, not in every worker
+            importlib.import_module(name)
         return multiprocessing.get_context("fork")
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["data_tools.workers"])
+        context.set_forkserver_preload(["data_tools.workers", *_DECODERS])
         return context
     return multiprocessing.get_context("spawn")
 
