@@ -189,6 +189,24 @@ def test_display_rotation_is_applied(tmp_path, rotation, backend, ext):
     assert _psnr(ds[0]["video"][0].numpy(), reference) > 38
 
 
+def test_videos_alike_but_for_rotation_or_pixel_shape_each_get_their_own_geometry(tmp_path):
+    # one worker converts all three in turn, reusing a filter graph only for frames and streams alike
+    frame = _textured(96, 160)
+    src = tmp_path / "src"
+    src.mkdir()
+    write_lossless(src / "a_plain.mkv", [frame] * 2)
+    write_lossless(src / "b_rotated.mkv", [frame] * 2, rotation=90)
+    write_lossless(src / "c_wide_pixels.mkv", [frame] * 2, sar=Fraction(2, 1))
+    write_lossless(src / "d_plain_again.mkv", [frame] * 2)
+    _, ds = _prepare(src, tmp_path / "out", frames=2, size=32, backend="pyav")
+    shown_wide = np.repeat(frame[:, 56:104], 2, axis=1)  # 2:1 pixels: the middle 48 columns shown
+    references = [_area_reference(frame, 32), _area_reference(np.rot90(frame), 32),
+                  _area_reference(shown_wide, 32), _area_reference(frame, 32)]
+    assert [ds[i]["path"] for i in range(len(ds))] == sorted(p.name for p in src.iterdir())
+    for i, reference in enumerate(references):
+        assert _psnr(ds[i]["video"][0].numpy(), reference) > 35, ds[i]["path"]
+
+
 def test_non_square_pixels_are_cropped_as_displayed(tmp_path):
     # 96×96 stored with pixels 2:1 wide is a 192×96 picture: the square shown is the middle 48 columns
     frame = _textured(96, 96)

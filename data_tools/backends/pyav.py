@@ -47,10 +47,10 @@ def _depth(format_name: str) -> int:
 
 
 class _FrameConverter:
-    """A filter graph for one set of frame properties; rebuilt when a stream changes them mid-way."""
+    """A filter graph for one set of frame and stream properties (a stream may change the frame's
+    mid-way: another graph then takes over)."""
 
     def __init__(self, frame: av.VideoFrame, sar: Fraction, size: int, time_base: Fraction):
-        self.key = self.key_of(frame)  # the pixel aspect ratio is the stream's: it cannot change
         width, height, fmt_name = frame.width, frame.height, frame.format.name
         rotation = normalise_rotation(frame.rotation)
         graph = av.filter.Graph()
@@ -85,9 +85,28 @@ class _FrameConverter:
         graph.configure()
         self.graph = graph
 
-    @staticmethod
-    def key_of(frame: av.VideoFrame) -> tuple:
-        return frame.width, frame.height, frame.format.name, frame.rotation
+
+# Converters kept by this process, most recently used last: the videos of a dataset mostly share
+# their frame properties, and building a graph costs about as much as converting 20 frames.
+_converters: dict[tuple, _FrameConverter] = {}
+MAX_CONVERTERS = 8
+
+
+def _frame_key(frame: av.VideoFrame) -> tuple:
+    return frame.width, frame.height, frame.format.name, frame.rotation
+
+
+def _converter(frame_key: tuple, frame: av.VideoFrame, sar: Fraction, size: int,
+               time_base: Fraction) -> _FrameConverter:
+    """The converter for frames like `frame` of a stream with this `sar` and `time_base`."""
+    key = (*frame_key, sar, size, time_base)
+    converter = _converters.pop(key, None)
+    if converter is None:
+        converter = _FrameConverter(frame, sar, size, time_base)
+        if len(_converters) >= MAX_CONVERTERS:
+            del _converters[next(iter(_converters))]
+    _converters[key] = converter
+    return converter
 
 
 def stream_sar(stream) -> Fraction:
@@ -139,6 +158,7 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     stats.declared_frames = int(stream.frames or 0)
     sar = stream_sar(stream)
     converter: _FrameConverter | None = None
+    converter_key: tuple | None = None
     last_pts: int | None = None
     demuxed = container.demux(stream)
     lookahead: deque = deque()  # packets demuxed (and counted) by frames_left, to be decoded next
@@ -166,14 +186,16 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     stats.frames_left = frames_left
 
     def convert(frame: av.VideoFrame) -> np.ndarray:
-        nonlocal converter
+        nonlocal converter, converter_key
         try:
-            if converter is None or converter.key != _FrameConverter.key_of(frame):
-                converter = _FrameConverter(frame, sar, size, time_base)
+            key = _frame_key(frame)
+            if key != converter_key:  # the first frame, or a stream that changes mid-way
+                converter, converter_key = _converter(key, frame, sar, size, time_base), key
             graph = converter.graph
             graph.vpush(frame)
             return graph.vpull().to_ndarray()
         except (av.error.FFmpegError, ValueError) as e:  # e.g. a pixel format FFmpeg can't convert
+            _converters.clear()  # a graph that failed is not trusted with the next frame
             raise DecodeError(f"PyAV cannot convert {frame.format.name} frames ({e})") from None
 
     try:
