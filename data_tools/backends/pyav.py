@@ -3,6 +3,7 @@ pass over each full-size frame, the fastest and most exact chain measured on thi
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from fractions import Fraction
 from pathlib import Path
@@ -86,9 +87,10 @@ class _FrameConverter:
         self.graph = graph
 
 
-# Converters kept by this process, most recently used last: the videos of a dataset mostly share
-# their frame properties, and building a graph costs about as much as converting 20 frames.
-_converters: dict[tuple, _FrameConverter] = {}
+# Converters kept by each thread (a graph converts one frame at a time), most recently used last:
+# the videos of a dataset mostly share their frame properties, and building a graph costs about as
+# much as converting 20 frames.
+_kept = threading.local()
 MAX_CONVERTERS = 8
 
 
@@ -99,13 +101,14 @@ def _frame_key(frame: av.VideoFrame) -> tuple:
 def _converter(frame_key: tuple, frame: av.VideoFrame, sar: Fraction, size: int,
                time_base: Fraction) -> _FrameConverter:
     """The converter for frames like `frame` of a stream with this `sar` and `time_base`."""
+    kept: dict[tuple, _FrameConverter] = _kept.__dict__.setdefault("converters", {})
     key = (*frame_key, sar, size, time_base)
-    converter = _converters.pop(key, None)
+    converter = kept.pop(key, None)
     if converter is None:
         converter = _FrameConverter(frame, sar, size, time_base)
-        if len(_converters) >= MAX_CONVERTERS:
-            del _converters[next(iter(_converters))]
-    _converters[key] = converter
+        if len(kept) >= MAX_CONVERTERS:
+            del kept[next(iter(kept))]
+    kept[key] = converter
     return converter
 
 
@@ -195,7 +198,7 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
             graph.vpush(frame)
             return graph.vpull().to_ndarray()
         except (av.error.FFmpegError, ValueError) as e:  # e.g. a pixel format FFmpeg can't convert
-            _converters.clear()  # a graph that failed is not trusted with the next frame
+            _kept.__dict__.pop("converters", None)  # a graph that failed is not trusted again
             raise DecodeError(f"PyAV cannot convert {frame.format.name} frames ({e})") from None
 
     try:
