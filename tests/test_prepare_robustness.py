@@ -31,7 +31,7 @@ def broken_corpus(tmp_path):
     src = tmp_path / "src"
     good = write_demo_corpus(src, classes=1, videos_per_class=2, seconds=1.0)
     folder = src / "class00"
-    mp4, avi = good[0].read_bytes(), good[1].read_bytes()
+    mp4 = good[0].read_bytes()
     (folder / "empty.mp4").write_bytes(b"")
     (folder / "cut_index.mp4").write_bytes(mp4[: len(mp4) // 2])  # index (moov) lost
     encode_video(folder / "fast.mp4", [id_frame(i, 64, 64) for i in range(50)], 25, "libx264", "yuv420p",

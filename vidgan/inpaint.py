@@ -359,7 +359,7 @@ def _is_video(path: Path) -> bool:
     or at least two decodable frames (FFmpeg opens any file named *.png as a one-picture 'video')."""
     import av
 
-    from data_tools.backends.base import DecodeError, ReadStats
+    from data_tools.backends.base import DecodeError
     from data_tools.backends.pyav import open_video
     from data_tools.discover import sniff_container
 

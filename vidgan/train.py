@@ -214,7 +214,7 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
                                   init_kwargs={"tensorboard": {"purge_step": progress.clips}})
 
     video = recipe.model.kind == "video"
-    z_dim, T = recipe.model.z_dim, recipe.data.frames
+    z_dim = recipe.model.z_dim
     augment = DiffAugment(recipe.loss.augment_policy, p=recipe.loss.augment_p)
     kind, gamma, r1_every = recipe.loss.kind, recipe.loss.r1_gamma, recipe.loss.r1_every
     ema_beta = 0.5 ** (global_batch / (recipe.train.ema_kimg * 1000)) if recipe.train.ema_kimg > 0 else 0.0
