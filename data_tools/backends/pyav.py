@@ -85,6 +85,15 @@ class _FrameConverter:
             a.link_to(b)
         graph.configure()
         self.graph = graph
+        self.source, self.sink = chain[0], chain[-1]
+        self.shape = (size, size, 3)
+
+    def rgb(self, out: av.VideoFrame) -> np.ndarray:
+        """The converted frame as `[S, S, 3]` uint8, a view of its buffer (no copy)."""
+        plane = out.planes[0]
+        if plane.line_size != self.shape[1] * 3:  # rows padded: numpy's strided view
+            return out.to_ndarray()
+        return np.frombuffer(plane, np.uint8, self.shape[0] * self.shape[1] * 3).reshape(self.shape)
 
 
 # Converters kept by each thread (a graph converts one frame at a time), most recently used last:
@@ -194,9 +203,8 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
             key = _frame_key(frame)
             if key != converter_key:  # the first frame, or a stream that changes mid-way
                 converter, converter_key = _converter(key, frame, sar, size, time_base), key
-            graph = converter.graph
-            graph.vpush(frame)
-            return graph.vpull().to_ndarray()
+            converter.source.push(frame)
+            return converter.rgb(converter.sink.pull())
         except (av.error.FFmpegError, ValueError) as e:  # e.g. a pixel format FFmpeg can't convert
             _kept.__dict__.pop("converters", None)  # a graph that failed is not trusted again
             raise DecodeError(f"PyAV cannot convert {frame.format.name} frames ({e})") from None
