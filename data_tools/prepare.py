@@ -34,7 +34,7 @@ from tqdm import tqdm
 from data_tools.discover import discover
 from data_tools.job import VideoTask, part_key
 from data_tools.workers import run_tasks
-from data_tools.storage import FrameFileWriter, atomic_write_json, atomic_write_text
+from data_tools.storage import FrameFileWriter, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 FORMAT = "vidgan-clips/1"
 BACKENDS = ("auto", "pyav", "decord")
@@ -236,7 +236,7 @@ class _ShardAssembler:
     that finishes ahead of its turn waits, in memory up to `HOLD_BYTES` in all, else in a part file."""
 
     def __init__(self, out: Path, parts: Path, videos: list, first_video: int, shard_index: int,
-                 frame_shape: tuple[int, int, int], shard_bytes: int):
+                 frame_shape: tuple[int, int, int], shard_bytes: int, clip_frames: int):
         self.shards = out / "shards"
         self.parts = parts
         self.videos = videos
@@ -254,6 +254,11 @@ class _ShardAssembler:
         self.waiting: dict[str, _Waiting] = {}  # videos being decoded ahead of their turn
         self.held = 0  # bytes of frames held in memory
         self.committed: list[dict] = []  # shard records committed by this run
+        # Serialised as each video is placed, while the decoders work, so that the end of the run
+        # (the last shard's record, the index) has little left to do:
+        self.clip_frames = clip_frames
+        self.record_texts: list[str] = []  # JSON of each video record of the open shard
+        self.index_rows: list[str] = []  # index.csv rows of every video placed by this run
 
     # frames of videos being decoded (the FrameReceiver of data_tools.workers)
 
@@ -334,7 +339,10 @@ class _ShardAssembler:
             self._append(record, start)
 
     def _append(self, record: dict, start: int) -> None:
-        self.records.append(dict(record, shard_offset=start))
+        placed = dict(record, shard_offset=start)
+        self.records.append(placed)
+        self.record_texts.append(json.dumps(placed, sort_keys=True))
+        self.index_rows.append(_video_index_rows(placed, self.shard_index, self.clip_frames))
         self.next_video += 1
         if self.writer.count >= self.shard_frames or self.next_video == len(self.videos):
             self._commit()
@@ -343,13 +351,17 @@ class _ShardAssembler:
         self.writer.commit()
         shard = {"index": self.shard_index, "file": f"shard-{self.shard_index:05d}.npy",
                  "first_video": self.first_video, "frames": self.writer.count, "videos": self.records}
-        atomic_write_json(self.shards / f"shard-{self.shard_index:05d}.json", shard, indent=None)
+        # json.dumps(shard, sort_keys=True), from the records serialised as they were placed
+        # ("videos" sorts after the other keys)
+        head = json.dumps({k: v for k, v in shard.items() if k != "videos"}, sort_keys=True)
+        text = f'{head[:-1]}, "videos": [{", ".join(self.record_texts)}]}}\n'
+        atomic_write_bytes(self.shards / f"shard-{self.shard_index:05d}.json", text.encode())
         for record in self.records:
             key = part_key(record["path"])
             (self.parts / f"{key}.npy").unlink(missing_ok=True)
             (self.parts / f"{key}.json").unlink(missing_ok=True)
         self.committed.append(shard)
-        self.writer, self.records = None, []
+        self.writer, self.records, self.record_texts = None, [], []
         self.shard_index += 1
 
     def abort(self) -> None:
@@ -367,16 +379,17 @@ def _dispatch_order(tasks: list[VideoTask], sizes: list[int], workers: int) -> l
     return [tasks[i] for i in order]
 
 
-def _index_rows(shards: list[dict], frames: int) -> str:
+INDEX_HEADER = "path,label,start,shard,offset,timestamps\n"
+
+
+def _video_index_rows(video: dict, shard_index: int, frames: int) -> str:
+    """The index.csv rows of one placed video record: one per clip."""
     buf = io.StringIO()
     rows = csv.writer(buf, lineterminator="\n")
-    rows.writerow(["path", "label", "start", "shard", "offset", "timestamps"])
-    for shard in shards:
-        for v in shard["videos"]:
-            for start, offset in v["clips"]:
-                times = v["times"][offset : offset + frames]
-                rows.writerow([v["path"], v["label"], start, shard["index"], v["shard_offset"] + offset,
-                               " ".join(f"{t:.6f}" for t in times)])
+    for start, offset in video["clips"]:
+        times = video["times"][offset : offset + frames]
+        rows.writerow([video["path"], video["label"], start, shard_index, video["shard_offset"] + offset,
+                       " ".join(f"{t:.6f}" for t in times)])
     return buf.getvalue()
 
 
@@ -437,7 +450,7 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
     videos = found.videos
     frame_shape = (options.size, options.size, 3)
     assembler = _ShardAssembler(out, parts, videos, covered, len(committed), frame_shape,
-                                options.shard_mb * 2**20)
+                                options.shard_mb * 2**20, options.frames)
     tasks: list[VideoTask] = []
     for i in range(covered, len(videos)):
         v = videos[i]
@@ -481,7 +494,8 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
     shards = committed + assembler.committed
     summary = _summary_from_shards(out, shards, found.excluded)
     summary.frames_decoded, summary.seconds = decoded, time.perf_counter() - started
-    atomic_write_text(out / "index.csv", _index_rows(shards, options.frames))
+    earlier_rows = [_video_index_rows(v, s["index"], options.frames) for s in committed for v in s["videos"]]
+    atomic_write_text(out / "index.csv", "".join([INDEX_HEADER, *earlier_rows, *assembler.index_rows]))
     atomic_write_json(out / "skipped.json",
                       [{"path": p, "reason": r} for p, r in sorted(summary.skipped)])
     atomic_write_json(meta_path, {

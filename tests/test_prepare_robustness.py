@@ -101,6 +101,9 @@ def test_output_is_identical_whatever_the_worker_count(demo_corpus, tmp_path, mo
     a, b = _tree_bytes(tmp_path / "w1"), _tree_bytes(tmp_path / "w2")
     assert a.keys() == b.keys() and len([k for k in a if k.endswith(".npy")]) > 1
     assert a == b
+    for name, data in a.items():  # shard records are canonical one-line JSON, however assembled
+        if name.endswith(".json") and name.startswith("shards"):
+            assert data.decode() == json.dumps(json.loads(data), sort_keys=True) + "\n"
 
 
 def test_rerunning_a_finished_job_does_no_work(demo_corpus, tmp_path):
