@@ -103,25 +103,27 @@ def _worker_main(conn: Connection, parent_end: Connection, batch_bytes: int) -> 
     """A worker's life: tasks in, frames and records out, until told to stop or the pipe closes."""
     parent_end.close()  # a forked copy of the main process's end: the pipe closes when the main dies
     worker_init()
-    conn.send(("ready",))
-    sender = None
-    while True:
-        try:
+    try:
+        conn.send(("ready",))
+        sender = None
+        while True:
             task = conn.recv()
-        except (EOFError, OSError):
-            return
-        if task is None:
-            return
-        shape = (task.size, task.size, 3)
-        if sender is None or sender.batch.shape[1:] != shape:
-            sender = _FrameSender(conn, shape, batch_bytes)
-        try:
-            record = run_task(task, sender)
-            sender.flush()
-        except Exception:  # a bug, not a bad file (those come back as records): stop the run
-            conn.send(("error", traceback.format_exc()))
-            return
-        conn.send(("done", record))
+            if task is None:
+                return
+            shape = (task.size, task.size, 3)
+            if sender is None or sender.batch.shape[1:] != shape:
+                sender = _FrameSender(conn, shape, batch_bytes)
+            try:
+                record = run_task(task, sender)
+                sender.flush()
+            except ConnectionError:
+                raise
+            except Exception:  # a bug, not a bad file (those come back as records): stop the run
+                conn.send(("error", traceback.format_exc()))
+                return
+            conn.send(("done", record))
+    except (EOFError, ConnectionError):  # the main process has gone: nobody is left to tell
+        return
 
 
 class _Worker:

@@ -167,6 +167,19 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_dataset(tmp_pa
     assert interrupted >= 5  # most kills landed mid-run, with parts or shards half done
 
 
+def test_workers_of_a_killed_run_exit_quietly(tmp_path):
+    # The main process dies alone (SIGKILL, out of memory): its workers find the pipe closed while they
+    # send frames or wait for work, and end without a traceback on the user's terminal.
+    src = tmp_path / "src"
+    write_demo_corpus(src, classes=2, videos_per_class=4, seconds=12.0)
+    proc, start_up = _start_prepare(src, tmp_path / "out", ["--frames", "8", "--size", "32", "--workers", "2"])
+    assert start_up is not None, proc.stderr.read()
+    time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # the main process only
+    stderr = proc.communicate(timeout=120)[1]  # returns once the workers, which share the pipe, are gone
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr
+
+
 def test_videos_are_found_by_content_and_labelled_by_folder(tmp_path):
     src = tmp_path / "src"
     for cls in ("Zebra", "apple"):
