@@ -1,9 +1,11 @@
 """Decode videos in worker processes that stream their frames back to this process, the only writer.
 
 A worker is one process with one decoding thread, fed one video at a time (and one queued) over its
-own pipe; the frames of complete clips come back over the same pipe in batches of about 1 MiB. The
-caller's receiver decides where they go, so that a video which is next in the dataset's order is
-written straight into its shard, once, and no worker writes to the disk.
+own pipe. The frames of complete clips come back in batches of about 1 MiB through a few buffers of
+memory that both processes map, so the pipe carries only short messages and no frame is copied in
+transit. The caller's receiver decides where the frames go, so that a video which is next in the
+dataset's order is written straight from those buffers into its shard, and no worker writes to the
+disk.
 
 A native crash (a segfault in FFmpeg or decord on a hostile file) kills only its worker. The video it
 was decoding is known exactly: its frames so far are dropped and it gets a second try in a fresh
@@ -13,13 +15,13 @@ worker; a second crash convicts the file, which is recorded as skipped with the 
 from __future__ import annotations
 
 import importlib
+import mmap
 import multiprocessing
-import os
-import socket
 import sys
 import threading
 import traceback
 from collections import deque
+from multiprocessing import shared_memory
 from multiprocessing.connection import Connection, wait
 from typing import Iterator, Protocol
 
@@ -28,7 +30,7 @@ import numpy as np
 from data_tools.job import VideoTask, record_crash, run_task, worker_init
 
 BATCH_BYTES = 2**20  # frames travel in batches of at most about this many bytes
-PIPE_BUFFER_BYTES = 4 * 2**20  # asked of the kernel for each pipe; it may grant less
+BATCH_BUFFERS = 4  # per worker: it waits for the main process only when all four are unwritten
 MAX_TRIES = 2  # a video whose decoder kills its worker this many times is skipped
 
 
@@ -60,26 +62,74 @@ def pool_context():
     return multiprocessing.get_context("spawn")
 
 
-def _widen_pipe(conn: Connection) -> int:
-    """Ask for a socket buffer that holds several batches, so that a worker's send is one copy into
-    the kernel rather than a wait for the main process to read (a 1 MiB send through Linux's default
-    buffer costs about 5× the copy). Returns the batch size in bytes that the granted buffer fits."""
-    try:
-        with socket.socket(fileno=os.dup(conn.fileno())) as sock:  # a duplicate: closing it keeps conn
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PIPE_BUFFER_BYTES)
-            granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-    except (OSError, ValueError, AttributeError):  # not a socket (Windows pipes): keep the default
-        return BATCH_BYTES
-    return max(64 * 2**10, min(BATCH_BYTES, granted // 4))
+class _BatchBuffers:
+    """A worker's outgoing frame batches: `count` buffers of `buffer_bytes` in memory that the worker
+    and the main process both map, used in turn. The worker takes the next one (waiting while all
+    are with the main process), fills it and says how many frames it holds; the main process writes
+    them out and gives the buffer back. Under fork the memory is an anonymous shared mapping that
+    the worker inherits; otherwise a named shared-memory block, unlinked once the worker has opened it."""
+
+    def __init__(self, context, count: int, buffer_bytes: int):
+        self.count, self.buffer_bytes = count, buffer_bytes
+        self.free = context.Semaphore(count)  # buffers the worker may fill
+        self.turn = 0  # the buffer the next batch uses (each process counts its own)
+        self.held: int | None = None  # (worker) the buffer taken and not sent yet
+        self.named: shared_memory.SharedMemory | None = None
+        self.mapped: mmap.mmap | None = None
+        self.unlinked = False
+        if context.get_start_method() == "fork":
+            self.mapped = mmap.mmap(-1, count * buffer_bytes)
+        else:
+            self.named = shared_memory.SharedMemory(create=True, size=count * buffer_bytes)
+
+    def _view(self, index: int, frames: int, frame_shape: tuple[int, ...]) -> np.ndarray:
+        memory = self.mapped if self.mapped is not None else self.named.buf
+        return np.ndarray((frames, *frame_shape), np.uint8, memory, index * self.buffer_bytes)
+
+    def take(self, frame_shape: tuple[int, ...]) -> np.ndarray:
+        """(worker) The buffer to fill next, `[B, S, S, 3]` with as many whole frames as it holds;
+        the one already taken while it is not sent."""
+        if self.held is None:
+            self.free.acquire()
+            self.held, self.turn = self.turn, (self.turn + 1) % self.count
+        return self._view(self.held, self.buffer_bytes // int(np.prod(frame_shape)), frame_shape)
+
+    def sent(self) -> None:
+        """(worker) The buffer taken is the main process's now."""
+        self.held = None
+
+    def received(self, frames: int, frame_shape: tuple[int, ...]) -> np.ndarray:
+        """(main) The next batch sent, `[frames, S, S, 3]`; `give_back()` once it is written, with
+        no view of it left."""
+        index, self.turn = self.turn, (self.turn + 1) % self.count
+        return self._view(index, frames, frame_shape)
+
+    def give_back(self) -> None:
+        self.free.release()
+
+    def unlink(self) -> None:
+        """(main) Remove the block's name, once the worker has it open (or is gone)."""
+        if self.named is not None and not self.unlinked:
+            self.unlinked = True
+            self.named.unlink()
+
+    def close(self) -> None:
+        self.unlink()
+        try:
+            if self.named is not None:
+                self.named.close()
+            if self.mapped is not None:
+                self.mapped.close()
+        except BufferError:  # a batch still viewed by an error's traceback: freed with it
+            pass
 
 
 class _FrameSender:
-    """A worker's frame sink: gathers frames into a batch and sends full batches down the pipe."""
+    """A worker's frame sink: fills the batch buffers and announces each full batch on the pipe."""
 
-    def __init__(self, conn: Connection, frame_shape: tuple[int, ...], batch_bytes: int):
-        self.conn = conn
-        count = max(1, batch_bytes // int(np.prod(frame_shape)))
-        self.batch = np.empty((count, *frame_shape), np.uint8)  # [B, S, S, 3]
+    def __init__(self, conn: Connection, buffers: _BatchBuffers, frame_shape: tuple[int, ...]):
+        self.conn, self.buffers, self.frame_shape = conn, buffers, frame_shape
+        self.batch = buffers.take(frame_shape)  # [B, S, S, 3]
         self.count = 0
 
     def write(self, frame: np.ndarray) -> None:
@@ -91,15 +141,15 @@ class _FrameSender:
     def flush(self) -> None:
         if self.count:
             self.conn.send(("frames", self.count))
-            self.conn.send_bytes(self.batch[: self.count].reshape(-1))  # 1-D: sent by its bytes
-            self.count = 0
+            self.buffers.sent()
+            self.batch, self.count = self.buffers.take(self.frame_shape), 0
 
     def discard(self) -> None:
-        self.count = 0
+        self.count = 0  # the buffer being filled is reused
         self.conn.send(("discard",))
 
 
-def _worker_main(conn: Connection, parent_end: Connection, batch_bytes: int) -> None:
+def _worker_main(conn: Connection, parent_end: Connection, buffers: _BatchBuffers) -> None:
     """A worker's life: tasks in, frames and records out, until told to stop or the pipe closes."""
     parent_end.close()  # a forked copy of the main process's end: the pipe closes when the main dies
     worker_init()
@@ -111,8 +161,8 @@ def _worker_main(conn: Connection, parent_end: Connection, batch_bytes: int) -> 
             if task is None:
                 return
             shape = (task.size, task.size, 3)
-            if sender is None or sender.batch.shape[1:] != shape:
-                sender = _FrameSender(conn, shape, batch_bytes)
+            if sender is None or sender.frame_shape != shape:
+                sender = _FrameSender(conn, buffers, shape)
             try:
                 record = run_task(task, sender)
                 sender.flush()
@@ -129,10 +179,10 @@ def _worker_main(conn: Connection, parent_end: Connection, batch_bytes: int) -> 
 class _Worker:
     """The main process's handle on one worker: its pipe and the tasks sent to it, oldest first."""
 
-    def __init__(self, context):
+    def __init__(self, context, batch_bytes: int):
         self.conn, child = context.Pipe()
-        batch_bytes = _widen_pipe(child)
-        self.process = context.Process(target=_worker_main, args=(child, self.conn, batch_bytes),
+        self.buffers = _BatchBuffers(context, BATCH_BUFFERS, batch_bytes)
+        self.process = context.Process(target=_worker_main, args=(child, self.conn, self.buffers),
                                        daemon=True)
         self.process.start()
         child.close()
@@ -161,6 +211,7 @@ class _Worker:
                 pass
         self.conn.close()
         self.process.join()
+        self.buffers.close()
 
 
 def run_tasks(tasks: list[VideoTask], workers: int, receiver: FrameReceiver) -> Iterator[dict]:
@@ -171,8 +222,8 @@ def run_tasks(tasks: list[VideoTask], workers: int, receiver: FrameReceiver) -> 
         return
     context = pool_context()
     crashes: dict[str, int] = {}
-    pool = [_Worker(context) for _ in range(min(workers, len(pending)))]
-    inbox = _Inbox()
+    batch_bytes = max(BATCH_BYTES, *(task.size**2 * 3 for task in pending))  # a frame at least
+    pool = [_Worker(context, batch_bytes) for _ in range(min(workers, len(pending)))]
     clean = False
     try:
         for worker in pool:
@@ -182,7 +233,7 @@ def run_tasks(tasks: list[VideoTask], workers: int, receiver: FrameReceiver) -> 
             for conn in wait(list(by_conn)):
                 worker = by_conn[conn]
                 task = worker.tasks[0]
-                message = inbox.receive(conn, task)
+                message = _receive(conn)
                 if message is None and not worker.started:
                     worker.process.join()
                     raise RuntimeError(
@@ -191,11 +242,15 @@ def run_tasks(tasks: list[VideoTask], workers: int, receiver: FrameReceiver) -> 
                         "script that calls prepare() needs an `if __name__ == \"__main__\":` guard.")
                 if message is None:  # the worker died: its decoder crashed
                     pool.remove(worker)
-                    yield from _after_crash(worker, pool, context, pending, crashes, receiver)
+                    yield from _after_crash(worker, pool, context, pending, crashes, receiver, batch_bytes)
                 elif message[0] == "ready":
                     worker.started = True
+                    worker.buffers.unlink()  # the worker has its shared memory open
                 elif message[0] == "frames":
-                    receiver.frames(task, message[1])
+                    batch = worker.buffers.received(message[1], (task.size, task.size, 3))
+                    receiver.frames(task, batch)
+                    del batch
+                    worker.buffers.give_back()
                 elif message[0] == "discard":
                     receiver.discard(task)
                 elif message[0] == "error":
@@ -210,53 +265,16 @@ def run_tasks(tasks: list[VideoTask], workers: int, receiver: FrameReceiver) -> 
             worker.stop(kill=not clean)
 
 
-class _Inbox:
-    """Reads one message from a worker; a batch of frames lands in one reused buffer."""
-
-    def __init__(self):
-        self.buffer = bytearray(BATCH_BYTES)
-
-    def receive(self, conn: Connection, task: VideoTask) -> tuple | None:
-        try:
-            message = conn.recv()
-            if message[0] != "frames":
-                return message
-            frame_shape = (task.size, task.size, 3)
-            size = message[1] * int(np.prod(frame_shape))
-            if len(self.buffer) < size:
-                self.buffer = bytearray(size)
-            _recv_bytes_into(conn, memoryview(self.buffer)[:size])
-        except (EOFError, OSError):
-            return None
-        return "frames", np.frombuffer(self.buffer, np.uint8, size).reshape(message[1], *frame_shape)
-
-
-def _recv_bytes_into(conn: Connection, view: memoryview) -> None:
-    """`conn.recv_bytes_into`, but read by the kernel straight into `view` where the pipe is a file
-    descriptor: multiprocessing gathers a message in a BytesIO first, two more copies of every frame
-    in the process that has to keep up with all the workers."""
-    if os.name != "posix":
-        conn.recv_bytes_into(view)
-        return
-    fd = conn.fileno()
-    header = _read_exactly(fd, memoryview(bytearray(4)))
-    if int.from_bytes(header, "big", signed=True) != len(view):  # Connection's 4-byte length prefix
-        raise RuntimeError("a worker sent a frame batch of an unexpected size")
-    _read_exactly(fd, view)
-
-
-def _read_exactly(fd: int, view: memoryview) -> memoryview:
-    got = 0
-    while got < len(view):
-        n = os.readv(fd, [view[got:]])
-        if n == 0:
-            raise EOFError
-        got += n
-    return view
+def _receive(conn: Connection) -> tuple | None:
+    """A worker's next message; None when the worker has died."""
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        return None
 
 
 def _after_crash(worker: _Worker, pool: list[_Worker], context, pending: deque,
-                 crashes: dict[str, int], receiver: FrameReceiver) -> Iterator[dict]:
+                 crashes: dict[str, int], receiver: FrameReceiver, batch_bytes: int) -> Iterator[dict]:
     """Retry or convict the video that killed `worker`; its other task goes back in the queue."""
     worker.stop(kill=True)
     culprit, *innocent = worker.tasks
@@ -268,6 +286,6 @@ def _after_crash(worker: _Worker, pool: list[_Worker], context, pending: deque,
     else:
         yield record_crash(culprit)
     if pending:
-        fresh = _Worker(context)
+        fresh = _Worker(context, batch_bytes)
         fresh.top_up(pending)
         pool.append(fresh)

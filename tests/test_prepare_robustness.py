@@ -180,6 +180,47 @@ def test_workers_of_a_killed_run_exit_quietly(tmp_path):
     assert "Traceback" not in stderr and "Error" not in stderr, stderr
 
 
+def test_a_worker_sends_each_video_its_own_frames_whatever_their_size(demo_corpus, monkeypatch):
+    # One worker, videos of alternating output sizes and batches of a few frames: the frames come
+    # back through its shared buffers in turn, each batch to the video it belongs to.
+    from data_tools import workers
+    from data_tools.job import VideoTask, run_task
+
+    class Receiver:
+        def __init__(self):
+            self.by_task: dict[VideoTask, list[np.ndarray]] = {}
+
+        def frames(self, task, batch):
+            self.by_task.setdefault(task, []).extend(frame.copy() for frame in batch)
+
+        def discard(self, task):
+            self.by_task.pop(task, None)
+
+    class Sink:
+        def __init__(self):
+            self.frames: list[np.ndarray] = []
+
+        def write(self, frame):
+            self.frames.append(frame.copy())
+
+        def discard(self):
+            self.frames.clear()
+
+    videos = sorted(p.relative_to(demo_corpus).as_posix() for p in demo_corpus.rglob("*.*"))[:4]
+    tasks = [VideoTask(str(demo_corpus / rel), rel, 0, 4, 4, size, None, None, "pyav")
+             for rel in videos for size in (16, 24)]
+    monkeypatch.setattr(workers, "BATCH_BYTES", 5 * 24 * 24 * 3)  # batches of 5 to 11 frames
+    receiver = Receiver()
+    records = list(workers.run_tasks(tasks, 1, receiver))
+    assert len(records) == len(tasks) and all(r["status"] == "ok" for r in records)
+    for task in tasks:
+        reference = Sink()
+        run_task(task, reference)
+        got = receiver.by_task[task]
+        assert len(got) == len(reference.frames) > 11
+        assert all(np.array_equal(a, b) for a, b in zip(got, reference.frames))
+
+
 def test_videos_are_found_by_content_and_labelled_by_folder(tmp_path):
     src = tmp_path / "src"
     for cls in ("Zebra", "apple"):
