@@ -29,8 +29,8 @@ import numpy as np
 
 from data_tools.job import VideoTask, record_crash, run_task, worker_init
 
-BATCH_BYTES = 2**20  # frames travel in batches of at most about this many bytes
-BATCH_BUFFERS = 4  # per worker: it waits for the main process only when all four are unwritten
+BATCH_BYTES = 2**19  # frames travel in batches of at most about this many bytes
+BATCH_BUFFERS = 3  # per worker: it waits for the main process only when all three are unwritten
 MAX_TRIES = 2  # a video whose decoder kills its worker this many times is skipped
 
 
