@@ -171,6 +171,15 @@ def _versions() -> dict:
             "vidgan": installed("vidgan", "unknown"), "decord": installed("decord", None)}
 
 
+def _is_ours(name: str) -> bool:
+    """Whether an entry of an output folder is one `prepare` writes, or the temporary of one that a
+    killed run left (`.index.csv.tmp-<pid>`: see storage.atomic_write_bytes)."""
+    if name in _OUR_ENTRIES:
+        return True
+    target, tmp, pid = name[1:].rpartition(".tmp-")
+    return name.startswith(".") and bool(tmp) and target in _OUR_ENTRIES and pid.isdigit()
+
+
 def _remove_temporaries(*folders: Path) -> None:
     for folder in folders:
         if folder.is_dir():
@@ -412,7 +421,7 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
     if out.exists():
         if not out.is_dir():
             raise PrepareError(f"--out {out} exists and is not a folder")
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in _OUR_ENTRIES)
+        foreign = sorted(p.name for p in out.iterdir() if not _is_ours(p.name))
         if foreign and not overwrite:
             raise PrepareError(f"--out {out} holds files vidgan did not write ({', '.join(foreign[:3])}); "
                                "choose another --out or pass --overwrite")

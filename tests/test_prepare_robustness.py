@@ -117,6 +117,23 @@ def test_rerunning_a_finished_job_does_no_work(demo_corpus, tmp_path):
         prepare(demo_corpus, out, PrepareOptions(frames=4, size=32, workers=1), progress=False)
 
 
+def test_a_run_killed_while_writing_its_index_is_resumed(demo_corpus, tmp_path):
+    # Killed between the index's temporary and its rename: the temporary is the run's own, not a
+    # stranger's file, and the rerun finishes the dataset.
+    options = PrepareOptions(frames=8, size=16, workers=1)
+    prepare(demo_corpus, tmp_path / "reference", options, progress=False)
+    out = tmp_path / "out"
+    prepare(demo_corpus, out, options, progress=False)
+    (out / "meta.json").unlink()
+    (out / "index.csv").rename(out / ".index.csv.tmp-4242")
+    prepare(demo_corpus, out, options, progress=False)
+    assert _tree_bytes(out) == _tree_bytes(tmp_path / "reference")
+    (out / "notes.txt.tmp-1").write_text("mine")  # a look-alike is still someone else's file
+    (out / "meta.json").unlink()
+    with pytest.raises(PrepareError, match="did not write"):
+        prepare(demo_corpus, out, options, progress=False)
+
+
 def _writing(out: Path, pid: int) -> bool:
     """Whether the `prepare` process `pid` has a file under way in `out` (temporaries carry its pid)."""
     return any(p.name.endswith(f".tmp-{pid}") for p in out.rglob(".*"))
