@@ -25,6 +25,7 @@ of two lengths (it must stay flat in the video's length).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -213,6 +214,9 @@ def run_chains(src: Path, paths: list[Path], args) -> None:
               lambda: raw_pyav(paths, args.size, clip_frames=16), lambda: raw_decord(paths, args.size),
               lambda: run_prepare(src, args.size, 1),
               lambda: run_prepare(src, args.size, 2), lambda: raw_pyav_two_processes(paths, args.size)]
+    if importlib.util.find_spec("decord") is None:  # not installed (it exists for x86_64 only)
+        names[4] += ": not installed"
+        chains[4] = lambda: float("inf")
     frames = raw_pyav(paths, args.size)  # a warm-up round (files in the page cache) that counts the frames
     rates = [frames / seconds for seconds in best_times(chains, args.repeat)]
     base = max(rates[:3])  # the best raw chain

@@ -431,6 +431,7 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
             summary = _summary_from_shards(out, [_load_json(shards_dir / f"{s['file'][:-4]}.json")
                                                  for s in meta["shards"]], found.excluded)
             summary.already_done = True
+            shutil.rmtree(work, ignore_errors=True)  # left by a run killed just after its metadata
             return summary
         if not overwrite:
             raise PrepareError(f"{out} holds a dataset prepared from other videos or options; "
