@@ -140,7 +140,10 @@ def test_a_run_killed_while_finishing_is_completed_by_the_rerun(demo_corpus, tmp
 
 def _writing(out: Path, pid: int) -> bool:
     """Whether the `prepare` process `pid` has a file under way in `out` (temporaries carry its pid)."""
-    return any(p.name.endswith(f".tmp-{pid}") for p in out.rglob(".*"))
+    try:
+        return any(p.name.endswith(f".tmp-{pid}") for p in out.rglob(".*"))
+    except FileNotFoundError:  # a folder the run removed while it was being listed
+        return False
 
 
 def _start_prepare(src: Path, out: Path, args: list[str]) -> tuple[subprocess.Popen, float | None]:
