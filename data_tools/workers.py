@@ -1,7 +1,7 @@
 """Decode videos in worker processes that stream their frames back to this process, the only writer.
 
 A worker is one process with one decoding thread, fed one video at a time (and one queued) over its
-own pipe. The frames of complete clips come back in batches of about 1 MiB through a few buffers of
+own pipe. The frames of complete clips come back in batches of about 512 KiB through a few buffers of
 memory that both processes map, so the pipe carries only short messages and no frame is copied in
 transit. The caller's receiver decides where the frames go, so that a video which is next in the
 dataset's order is written straight from those buffers into its shard, and no worker writes to the

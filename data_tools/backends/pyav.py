@@ -84,7 +84,7 @@ class _FrameConverter:
         for a, b in zip(chain, chain[1:]):
             a.link_to(b)
         graph.configure()
-        self.graph = graph
+        self.graph = graph  # owns the filters below
         self.source, self.sink = chain[0], chain[-1]
         self.shape = (size, size, 3)
 
