@@ -432,6 +432,32 @@ def test_a_crashing_decoder_takes_down_only_its_video(demo_corpus, tmp_path, mon
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses the forkserver start method")
+def test_workers_started_by_forkserver_give_the_same_dataset(demo_corpus, tmp_path):
+    # A thread in the calling process makes prepare() use forkserver: the workers then hand their
+    # frames back through named shared memory, which must be gone once the run is over.
+    options = PrepareOptions(frames=8, size=16, workers=2)
+    prepare(demo_corpus, tmp_path / "forked", options, progress=False)
+    script = tmp_path / "threaded.py"
+    script.write_text(
+        "import sys, threading\n"
+        "from pathlib import Path\n"
+        "from data_tools import PrepareOptions, prepare\n"
+        "if __name__ == '__main__':\n"
+        "    threading.Thread(target=threading.Event().wait, daemon=True).start()\n"
+        "    prepare(Path(sys.argv[1]), Path(sys.argv[2]), PrepareOptions(frames=8, size=16, workers=2),"
+        " progress=False)\n")
+    shm = Path("/dev/shm")
+    before = set(shm.iterdir()) if shm.is_dir() else set()
+    result = subprocess.run([sys.executable, str(script), str(demo_corpus), str(tmp_path / "forkserver")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "leaked" not in result.stderr, result.stderr  # multiprocessing's tracker had to clean up
+    assert _tree_bytes(tmp_path / "forkserver") == _tree_bytes(tmp_path / "forked")
+    if shm.is_dir():
+        assert {p.name for p in set(shm.iterdir()) - before if p.name.startswith("psm_")} == set()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses the forkserver start method")
 def test_workers_that_cannot_start_are_reported_as_such_not_as_crashed_videos(demo_corpus, tmp_path):
     # A thread makes prepare() use forkserver, whose workers import the calling script again: without
     # a main guard they die before their first video.
