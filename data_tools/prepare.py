@@ -17,6 +17,7 @@ not depend on the number of workers or on where an earlier run was interrupted.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -155,9 +156,11 @@ class Summary:
         return "\n".join(lines)
 
 
+@functools.cache
 def _versions() -> dict:
-    """Versions of what made the frames (read from the installed metadata: importing decord in this
-    process would cost more than a small video's decoding)."""
+    """Versions of what makes the frames (read from the installed metadata: importing decord in this
+    process would cost more than a small video's decoding). Read once: they are those of the code
+    this process and its workers run."""
     import av
 
     def installed(name: str, unknown):
@@ -169,6 +172,13 @@ def _versions() -> dict:
     return {"numpy": np.__version__, "av": av.__version__,
             "ffmpeg": getattr(av, "ffmpeg_version_info", "unknown"),
             "vidgan": installed("vidgan", "unknown"), "decord": installed("decord", None)}
+
+
+def _changed_versions(before: dict | None, now: dict) -> str:
+    """What differs, as `av 17.0.0 (now 18.1.0), ...`."""
+    before = before or {}
+    changed = [f"{k} {before.get(k, 'unknown')} (now {v})" for k, v in sorted(now.items()) if before.get(k) != v]
+    return ", ".join(changed) or "versions it did not record"
 
 
 def _is_ours(name: str) -> bool:
@@ -437,10 +447,18 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
             raise PrepareError(f"{out} holds a dataset prepared from other videos or options; "
                                "choose another --out or pass --overwrite to replace it")
     plan_path = work / "plan.json"
-    if plan_path.exists() and _load_json(plan_path).get("fingerprint") != fingerprint and not overwrite:
+    plan = _load_json(plan_path) if plan_path.exists() else None
+    if plan is not None and plan.get("fingerprint") != fingerprint and not overwrite:
         raise PrepareError(f"{out} holds an interrupted run over other videos or options; "
                            "choose another --out or pass --overwrite to start over")
-    if overwrite and out.exists():
+    versions = _versions()
+    start_over = overwrite
+    if plan is not None and plan.get("versions") != versions and not overwrite:
+        # Its frames came from another decoder or converter: resuming would mix the two.
+        log(f"{out}: the interrupted run decoded with {_changed_versions(plan.get('versions'), versions)}; "
+            "starting over, so that every frame comes from the same decoder")
+        start_over = True
+    if start_over and out.exists():
         for target in out.iterdir():
             if target.is_dir():
                 shutil.rmtree(target)
@@ -449,7 +467,8 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
     parts.mkdir(parents=True, exist_ok=True)
     shards_dir.mkdir(parents=True, exist_ok=True)
     _remove_temporaries(out, shards_dir, parts, work)
-    atomic_write_json(plan_path, {"fingerprint": fingerprint, "options": options.dataset_options()})
+    atomic_write_json(plan_path, {"fingerprint": fingerprint, "options": options.dataset_options(),
+                                  "versions": versions})
 
     # Shards committed by an interrupted run cover a prefix of the sorted videos.
     committed: list[dict] = []
@@ -481,13 +500,11 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
 
     started = time.perf_counter()
     decoded = 0
-    versions = None
     bar = _ProgressBar(total=len(videos), initial=len(videos) - len(tasks), unit="video",
                        disable=not progress, dynamic_ncols=True, desc="prepare")
     try:
         assembler.drain()
         for record in run_tasks(tasks, workers, assembler):
-            versions = versions or _versions()  # read while the workers decode
             decoded += record["decoded_frames"]
             if record["status"] != "ok":
                 bar.write(f"skipped {record['path']}: {record['reason']}")
@@ -519,7 +536,7 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
                    "skipped": len(summary.skipped), "clips": summary.clips,
                    "frames_stored": summary.frames_stored},
         "shards": [{"file": s["file"], "frames": s["frames"]} for s in shards],
-        "versions": versions or _versions(),
+        "versions": versions,
     })
     shutil.rmtree(work, ignore_errors=True)
     return summary

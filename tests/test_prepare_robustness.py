@@ -138,6 +138,46 @@ def test_a_run_killed_while_finishing_is_completed_by_the_rerun(demo_corpus, tmp
         prepare(demo_corpus, out, options, progress=False)
 
 
+def test_an_interrupted_run_of_other_decoder_versions_is_started_over(demo_corpus, tmp_path):
+    options = PrepareOptions(frames=8, size=64, stride=4, workers=1, shard_mb=1)
+    prepare(demo_corpus, tmp_path / "reference", options, progress=False)
+    reference = _tree_bytes(tmp_path / "reference")
+    fingerprint = json.loads(reference["meta.json"])["fingerprint"]
+    assert len([k for k in reference if k.endswith(".npy")]) > 1
+
+    def interrupted(name: str, versions) -> Path:
+        """The folder of a run killed after committing its first shard, made under `versions`."""
+        out = tmp_path / name
+        shutil.copytree(tmp_path / "reference", out)
+        for path in [out / "meta.json", out / "index.csv", out / "skipped.json",
+                     *sorted((out / "shards").glob("shard-*"))[2:]]:
+            path.unlink()
+        frames = np.load(out / "shards" / "shard-00000.npy", mmap_mode="r+")
+        frames[:] = 255 - frames  # as if another decoder had made them: tells whether they are kept
+        frames.flush()
+        del frames
+        (out / ".work" / "parts").mkdir(parents=True)
+        (out / ".work" / "plan.json").write_text(json.dumps(
+            {"fingerprint": fingerprint, "options": options.dataset_options(), "versions": versions}))
+        return out
+
+    current = prepare_module._versions()
+    messages = []
+    same = interrupted("same", current)  # the same versions: the committed shard is kept
+    prepare(demo_corpus, same, options, progress=False, log=messages.append)
+    assert not messages
+    assert _tree_bytes(same)["shards/shard-00000.npy"] != reference["shards/shard-00000.npy"]
+
+    other = interrupted("other", dict(current, av="0.0.1"))  # an older PyAV: the rerun starts over
+    prepare(demo_corpus, other, options, progress=False, log=messages.append)
+    assert len(messages) == 1 and "av 0.0.1 (now " in messages[0] and "starting over" in messages[0]
+    assert _tree_bytes(other) == reference
+
+    unrecorded = interrupted("unrecorded", None)  # a plan that recorded no versions: started over too
+    prepare(demo_corpus, unrecorded, options, progress=False, log=messages.append)
+    assert len(messages) == 2 and _tree_bytes(unrecorded) == reference
+
+
 def _writing(out: Path, pid: int) -> bool:
     """Whether the `prepare` process `pid` has a file under way in `out` (temporaries carry its pid)."""
     try:
