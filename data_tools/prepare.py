@@ -21,7 +21,6 @@ import functools
 import hashlib
 import io
 import json
-import os
 import shutil
 import time
 from importlib import metadata
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from data_tools.cores import usable_cores
 from data_tools.discover import discover
 from data_tools.job import VideoTask, part_key
 from data_tools.workers import run_tasks
@@ -58,7 +58,7 @@ class PrepareOptions:
     backend: str = "auto"  # auto | pyav | decord
     split_file: Path | None = None  # UCF-101 trainlist0N.txt / testlist0N.txt
     shard_mb: int = 256  # a shard is closed once it holds this many MiB of frames
-    workers: int | None = None  # decode processes; None = CPU cores
+    workers: int | None = None  # decode processes; None = the CPUs this process may use
     strict: bool = False  # fail (non-zero exit) when any file is skipped
 
     def __post_init__(self) -> None:
@@ -132,6 +132,7 @@ class Summary:
     frames_decoded: int = 0  # by this run
     frames_stored: int = 0
     seconds: float = 0.0  # of this run
+    workers: int = 0  # decode processes of this run
     already_done: bool = False
 
     @property
@@ -150,7 +151,8 @@ class Summary:
         lines += [
             f"clips: {self.clips}",
             f"frames: {self.frames_decoded} decoded this run, {self.frames_stored} stored",
-            f"time: {self.seconds:.1f} s, {self.frames_per_second:.0f} frames/s",
+            f"time: {self.seconds:.1f} s, {self.frames_per_second:.0f} frames/s"
+            + (f", {self.workers} worker{'s' * (self.workers > 1)}" if self.workers else ""),
             f"output: {self.out}",
         ]
         return "\n".join(lines)
@@ -495,7 +497,7 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
             frames=options.frames, stride=options.clip_stride, size=options.size,
             fps=None if options.fps is None else str(options.fps), max_clips=options.max_clips,
             backend=options.backend))
-    workers = min(options.workers or os.cpu_count() or 1, max(1, len(tasks)))
+    workers = min(options.workers or usable_cores(), max(1, len(tasks)))
     tasks = _dispatch_order(tasks, [videos[assembler.index_of[t.rel_path]].size for t in tasks], workers)
 
     started = time.perf_counter()
@@ -521,6 +523,7 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
     shards = committed + assembler.committed
     summary = _summary_from_shards(out, shards, found.excluded)
     summary.frames_decoded, summary.seconds = decoded, time.perf_counter() - started
+    summary.workers = workers if tasks else 0
     earlier_rows = [_video_index_rows(v, s["index"], options.frames) for s in committed for v in s["videos"]]
     atomic_write_text(out / "index.csv", "".join([INDEX_HEADER, *earlier_rows, *assembler.index_rows]))
     atomic_write_json(out / "skipped.json",
