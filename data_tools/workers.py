@@ -190,11 +190,11 @@ class _Worker:
         self.started = False  # said "ready": a death from now on is its decoder's
         self.told_to_stop = False
 
-    def top_up(self, pending: deque) -> None:
+    def top_up(self, pending: deque, depth: int = 2) -> None:
         """Keep a second task queued behind the one being decoded, so the worker never waits. With
         no task left to give, tell it to stop after its last, so that it exits while the main
         process finishes the dataset."""
-        while pending and len(self.tasks) < 2:
+        while pending and len(self.tasks) < depth:
             self.tasks.append(pending.popleft())
             self.conn.send(self.tasks[-1])
         if not pending and not self.told_to_stop:
@@ -223,10 +223,13 @@ def run_tasks(tasks: list[VideoTask], workers: int, receiver: FrameReceiver) -> 
     context = pool_context()
     crashes: dict[str, int] = {}
     batch_bytes = max(BATCH_BYTES, *(task.size**2 * 3 for task in pending))  # a frame at least
-    pool = [_Worker(context, batch_bytes) for _ in range(min(workers, len(pending)))]
+    pool: list[_Worker] = []
     clean = False
     try:
-        for worker in pool:
+        for _ in range(min(workers, len(pending))):  # each decodes while the next one is forked
+            pool.append(_Worker(context, batch_bytes))
+            pool[-1].top_up(pending, depth=1)
+        for worker in pool:  # then a second task each, so that no worker waits between videos
             worker.top_up(pending)
         while any(worker.tasks for worker in pool):
             by_conn = {worker.conn: worker for worker in pool if worker.tasks}

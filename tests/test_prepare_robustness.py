@@ -430,6 +430,30 @@ def test_a_rerun_keeps_the_videos_an_interrupted_run_set_aside(demo_corpus, tmp_
     assert _tree_bytes(out) == _tree_bytes(tmp_path / "reference")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses the fork start method")
+def test_as_many_videos_as_workers_are_decoded_side_by_side(tmp_path, monkeypatch):
+    import multiprocessing
+
+    from data_tools import workers
+
+    src = tmp_path / "src"
+    write_demo_corpus(src, classes=1, videos_per_class=2, seconds=1.0)
+    decoded_by = tmp_path / "decoded_by"
+    decoded_by.mkdir()
+
+    def note_the_worker(task, sink):
+        from data_tools.job import run_task
+
+        (decoded_by / task.key).write_text(str(os.getpid()))
+        return run_task(task, sink)
+
+    monkeypatch.setattr(workers, "run_task", note_the_worker)
+    monkeypatch.setattr(workers, "pool_context", lambda: multiprocessing.get_context("fork"))
+    summary = prepare(src, tmp_path / "out", PrepareOptions(frames=8, size=16, workers=2), progress=False)
+    assert summary.workers == 2 and summary.read == 2
+    assert len({p.read_text() for p in decoded_by.iterdir()}) == 2  # not both queued on the first
+
+
 def _crash_on_marked(task, sink):
     """A worker body that dies like a segfaulting decoder on videos named `*crash*`, halfway through
     sending its frames."""
