@@ -11,7 +11,7 @@ import pytest
 from data_tools import PrepareOptions, prepare
 from data_tools.synth import encode_video
 from data_tools.dataset import ClipDataset
-from videos import frame_id, has_b_frames, id_frame, write_lossless
+from videos import frame_id, has_b_frames, id_frame, write_lossless, write_with_leading_still
 
 
 def _prepare(src, out, **options):
@@ -188,6 +188,16 @@ def test_display_rotation_is_applied(tmp_path, rotation, backend, ext):
     # a player turns the picture counter-clockwise by the display rotation
     reference = _area_reference(np.rot90(frame, k=rotation // 90), 32)
     assert _psnr(ds[0]["video"][0].numpy(), reference) > 38
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+def test_the_stream_a_player_shows_is_read_not_a_leading_still_picture(tmp_path, backend):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_with_leading_still(src / "cover.mkv", [id_frame(i) for i in range(20)])
+    summary, ds = _prepare(src, tmp_path / "out", frames=8, size=16, backend=backend)
+    assert summary.read == 1 and summary.too_short == 0
+    assert _clip_ids(ds) == [list(range(8)), list(range(8, 16))]
 
 
 def test_videos_alike_but_for_rotation_or_pixel_shape_each_get_their_own_geometry(tmp_path):

@@ -55,6 +55,27 @@ def write_lossless(path: Path, frames, fps: int = 25, times_ms: list[int] | None
     return path
 
 
+def write_with_leading_still(path: Path, frames, fps: int = 25) -> Path:
+    """An MKV whose first video stream is one MJPEG picture (a cover or thumbnail track) and whose
+    second holds `frames`, lossless: the stream a player shows is the second."""
+    path = Path(path)
+    frames = list(frames)
+    with av.open(str(path), "w", format="matroska") as container:
+        still = container.add_stream("mjpeg", rate=1)
+        still.height, still.width, still.pix_fmt = 32, 32, "yuvj420p"
+        video = container.add_stream("libx264rgb", rate=fps)
+        video.height, video.width = frames[0].shape[:2]
+        video.pix_fmt, video.options = "rgb24", {"qp": "0", "preset": "ultrafast"}
+        picture = np.full((32, 32, 3), 90, np.uint8)
+        for stream, arrays in ((still, [picture]), (video, frames)):
+            for array in arrays:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
+
+
 def has_b_frames(path: Path) -> bool:
     """Whether some packet of `path` is decoded before a frame it is displayed after."""
     with av.open(str(path)) as container:

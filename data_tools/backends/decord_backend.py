@@ -32,11 +32,11 @@ def _display_info(path: str) -> tuple[int, Fraction, bool, tuple[int, int]]:
     the MP4/MOV family (whose rotation decord applies) and the stored (width, height), read with PyAV."""
     import av
 
-    from data_tools.backends.pyav import stream_sar
+    from data_tools.backends.pyav import shown_stream, stream_sar
 
     try:
         with av.open(path, metadata_errors="ignore") as container:
-            stream = container.streams.video[0]
+            stream = shown_stream(container)
             sar = stream_sar(stream)
             isobmff = "mp4" in container.format.name or "mov" in container.format.name
             for frame in container.decode(stream):

@@ -127,6 +127,12 @@ def stream_sar(stream) -> Fraction:
     return Fraction(sar) if sar and sar > 0 else Fraction(1)
 
 
+def shown_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The video stream a player shows: FFmpeg's pick (av_find_best_stream, which decord makes too),
+    not a cover picture or thumbnail track that happens to come first."""
+    return container.streams.best("video") or container.streams.video[0]
+
+
 def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     """Open `path` and pick its video stream, with the reason spelled out when that is impossible."""
     path = str(path)
@@ -148,7 +154,7 @@ def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.
         if kind is not None:
             raise DecodeError(f"corrupt or truncated {kind} file (no video stream found)", definitive=True)
         raise DecodeError("not a video: no video stream", definitive=True)
-    stream = container.streams.video[0]
+    stream = shown_stream(container)
     stream.codec_context.thread_count = 1  # one core per worker: parallelism comes from --workers
     return container, stream
 
