@@ -2,7 +2,8 @@
 
 Videos are recognised by their first bytes (container signatures), not only by their extension, so a
 `.avi` full of random bytes is still reported (and skipped with a reason) while `classInd.txt` or
-a JPEG next to the videos is silently ignored.
+a JPEG next to the videos is silently ignored. An animated GIF is a video (datasets such as TGIF are
+made of them); a still GIF is then a video shorter than one clip, counted as such.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 # Extensions that mark a file as meant to be a video, whatever its content turns out to be.
 VIDEO_EXTENSIONS = frozenset(
     "avi mp4 m4v mov qt mkv webm flv f4v wmv asf mpg mpeg mpe m1v m2v vob ts mts m2ts 3gp 3g2 ogv "
-    "mxf y4m ivf h264 264 h265 265 hevc dv rm rmvb divx xvid nut".split()
+    "mxf y4m ivf h264 264 h265 265 hevc dv rm rmvb divx xvid nut gif".split()
 )
 
 # ISO-BMFF brands that are still images, not videos (HEIF / AVIF photos share the `ftyp` box).
@@ -49,6 +50,8 @@ def sniff_container(head: bytes) -> str | None:
         return "realmedia"
     if head[:8] == b"nut/mult":
         return "nut"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
     return None
 
 

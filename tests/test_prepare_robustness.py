@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -304,6 +305,27 @@ def test_videos_are_found_by_content_and_labelled_by_folder(tmp_path):
     assert sorted({(r.split(",")[0], r.split(",")[1]) for r in rows}) == [
         ("Zebra/a.mkv", "0"), ("Zebra/no_extension", "0"), ("apple/nested/b.mkv", "1")]
     assert json.loads((tmp_path / "out" / "skipped.json").read_text()) == []
+
+
+def test_an_animated_gif_is_a_video(tmp_path):
+    src = tmp_path / "src" / "loops"
+    src.mkdir(parents=True)
+    with av.open(str(src / "blink.gif"), "w", format="gif") as container:  # black and white in turn
+        stream = container.add_stream("gif", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "rgb8"
+        for i in range(20):
+            picture = np.full((32, 48, 3), 255 * (i % 2), np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="rgb8")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    summary = prepare(tmp_path / "src", tmp_path / "out", PrepareOptions(frames=8, size=16, workers=1),
+                      progress=False)
+    assert summary.read == 1 and summary.clips == 2 and not summary.skipped
+    clips = ClipDataset(tmp_path / "out")
+    brightness = [[float(f.float().mean()) for f in clips[i]["video"]] for i in range(2)]
+    assert [[b > 245 for b in clip] for clip in brightness] == [[False, True] * 4] * 2  # in order
+    assert all(b < 5 or b > 245 for clip in brightness for b in clip)  # (white: 3-3-2-bit palette)
 
 
 def test_flat_folder_is_one_class(tmp_path):
