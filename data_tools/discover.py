@@ -129,6 +129,19 @@ def read_split_file(split_file: Path) -> tuple[list[str], list[str] | None]:
     return entries, classes
 
 
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # bytes that are not UTF-8, kept by Python as lone surrogates
+        return False
+
+
+def printable_path(name: str) -> str:
+    """`name` with the bytes that are not UTF-8 written as `\\xNN`: safe in JSON and on a terminal."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def discover(src: Path, split_file: Path | None = None) -> Discovery:
     """Walk `src` recursively and label every video by its first-level subfolder.
 
@@ -141,8 +154,13 @@ def discover(src: Path, split_file: Path | None = None) -> Discovery:
         raise FileNotFoundError(f"source folder not found: {src}")
     candidates = [p for p in _walk_files(src) if looks_like_video(p)]
     rel = [p.relative_to(src).as_posix() for p in candidates]
-    nested = any("/" in r for r in rel)
     excluded: list[tuple[str, str]] = []
+    named = [_is_utf8(r) for r in rel]  # the index, the records and the skipped list are UTF-8 text
+    excluded += [(printable_path(r), "its name is not valid UTF-8: rename it (e.g. with convmv)")
+                 for r, ok in zip(rel, named) if not ok]
+    candidates = [p for p, ok in zip(candidates, named) if ok]
+    rel = [r for r, ok in zip(rel, named) if ok]
+    nested = any("/" in r for r in rel)
 
     split_classes = None
     if split_file is not None:

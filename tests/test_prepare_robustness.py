@@ -307,6 +307,27 @@ def test_videos_are_found_by_content_and_labelled_by_folder(tmp_path):
     assert json.loads((tmp_path / "out" / "skipped.json").read_text()) == []
 
 
+def test_odd_file_names_are_kept_and_names_that_are_not_utf8_are_skipped_with_the_reason(tmp_path):
+    src = tmp_path / "src" / "class"
+    src.mkdir(parents=True)
+    video = write_lossless(tmp_path / "v.mkv", [id_frame(i) for i in range(8)])
+    odd = ['a, "quoted" name.mkv', "new\nline.mkv", "ünïcødé 视频.mkv"]
+    for name in odd:
+        shutil.copy(video, src / name)
+    try:
+        shutil.copy(video, os.fsencode(src) + b"/latin\xe9.mkv")  # a Latin-1 name, not UTF-8
+    except OSError:  # a file system that only takes UTF-8 names (macOS)
+        pytest.skip("this file system refuses names that are not UTF-8")
+    summary = prepare(tmp_path / "src", tmp_path / "out", PrepareOptions(frames=4, size=16, workers=1),
+                      progress=False)
+    assert summary.read == 3 and summary.skipped == [("class/latin\\xe9.mkv", "its name is not valid UTF-8: "
+                                                                           "rename it (e.g. with convmv)")]
+    assert json.loads((tmp_path / "out" / "skipped.json").read_text())[0]["path"] == "class/latin\\xe9.mkv"
+    clips = ClipDataset(tmp_path / "out")
+    assert sorted({clips[i]["path"] for i in range(len(clips))}) == sorted(f"class/{n}" for n in odd)
+    assert "class/latin\\xe9.mkv" in summary.text()
+
+
 def test_an_animated_gif_is_a_video(tmp_path):
     src = tmp_path / "src" / "loops"
     src.mkdir(parents=True)
