@@ -49,7 +49,8 @@ def add_prepare_parser(subparsers) -> None:
     p.add_argument("--max-clips-per-video", type=positive_int, default=None, metavar="M",
                    help="at most M clips from each video [all]")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                   help="decode processes [the CPUs this process may use: its affinity, a container's CPU quota]")
+                   help="decode processes [the CPUs this process may use: its affinity, capped by a "
+                        "container's CPU quota]")
     p.add_argument("--backend", choices=("auto", "decord", "pyav"), default="auto",
                    help="decoder [auto: PyAV, decord where PyAV cannot read a file]")
     p.add_argument("--split-file", type=Path, default=None, metavar="PATH",

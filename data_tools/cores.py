@@ -41,8 +41,8 @@ def cpu_quota(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) 
             continue
         _, controllers, path = parts
         if controllers == "":
-            unified = cgroup_root if (cgroup_root / "cgroup.controllers").exists() else cgroup_root / "unified"
-            limits += _limits_up_to(unified, path, _v2_limit)
+            pure_v2 = (cgroup_root / "cgroup.controllers").exists()  # else v2 beside v1 ("hybrid")
+            limits += _limits_up_to(cgroup_root if pure_v2 else cgroup_root / "unified", path, _v2_limit)
         elif "cpu" in controllers.split(","):
             mount = cgroup_root / controllers
             limits += _limits_up_to(mount if mount.is_dir() else cgroup_root / "cpu", path, _v1_limit)

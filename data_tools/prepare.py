@@ -179,7 +179,8 @@ def _versions() -> dict:
 def _changed_versions(before: dict | None, now: dict) -> str:
     """What differs, as `av 17.0.0 (now 18.1.0), ...`."""
     before = before or {}
-    changed = [f"{k} {before.get(k, 'unknown')} (now {v})" for k, v in sorted(now.items()) if before.get(k) != v]
+    changed = [f"{k} {before.get(k, 'unknown')} (now {v})"
+               for k, v in sorted(now.items()) if before.get(k) != v]
     return ", ".join(changed) or "versions it did not record"
 
 

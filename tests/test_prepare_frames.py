@@ -130,6 +130,23 @@ def test_fps_resampling_of_variable_frame_rate_video(tmp_path):
     assert first_times == [times_ms[i] / 1000 for i in expected[:4]]
 
 
+def test_timestamps_that_restart_mid_stream_play_on(tmp_path):
+    # Two MPEG-TS recordings joined byte for byte: the second restarts the clock. A player plays on,
+    # and so does prepare, with --fps (which would otherwise drop all of the second half) and without.
+    src = tmp_path / "src"
+    src.mkdir()
+    halves = [write_lossless(tmp_path / f"half{h}.ts", [id_frame(20 * h + i) for i in range(20)])
+              for h in (0, 1)]
+    (src / "joined.ts").write_bytes(halves[0].read_bytes() + halves[1].read_bytes())
+    _, ds = _prepare(src, tmp_path / "resampled", frames=8, size=16, fps=Fraction(25, 2))
+    assert _clip_ids(ds) == [list(range(0, 16, 2)), list(range(16, 32, 2))]
+    _, ds = _prepare(src, tmp_path / "every", frames=8, size=16)
+    assert _clip_ids(ds) == [list(range(8 * c, 8 * c + 8)) for c in range(5)]
+    rows = (tmp_path / "every" / "index.csv").read_text().splitlines()[1:]
+    times = [float(t) for row in rows for t in row.split(",")[-1].split()]
+    assert all(b - a == pytest.approx(0.04) for a, b in zip(times, times[1:]))  # one clock, evenly timed
+
+
 def test_fps_upsampling_repeats_frames(fifty_frames, tmp_path):
     _, ds = _prepare(fifty_frames, tmp_path / "out", frames=10, size=16, fps=Fraction(50),
                      max_clips=2)

@@ -336,7 +336,8 @@ def test_an_animated_gif_is_a_video(tmp_path):
         stream.width, stream.height, stream.pix_fmt = 48, 32, "rgb8"
         for i in range(20):
             picture = np.full((32, 48, 3), 255 * (i % 2), np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="rgb8")):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="rgb8")
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

@@ -25,13 +25,14 @@ def frame_id(frame: np.ndarray) -> int:
 
 def write_lossless(path: Path, frames, fps: int = 25, times_ms: list[int] | None = None,
                    rotation: int | None = None, sar: Fraction | None = None, b_frames: bool = False) -> Path:
-    """Encode RGB frames losslessly (H.264 RGB, qp 0) into an MKV or MP4; optional explicit frame times
-    (a variable frame rate), display rotation, pixel aspect ratio and B-frames (frames decoded out of
-    display order; x264 makes none when lossless, so then qp 1: within a level or two, and the ids of
-    `id_frame` survive)."""
+    """Encode RGB frames losslessly (H.264 RGB, qp 0) into an MKV, MP4 or MPEG-TS; optional explicit
+    frame times (a variable frame rate), display rotation, pixel aspect ratio and B-frames (frames
+    decoded out of display order; x264 makes none when lossless, so then qp 1: within a level or
+    two, and the ids of `id_frame` survive)."""
     path = Path(path)
     frames = list(frames)
-    with av.open(str(path), "w", format={".mp4": "mp4"}.get(path.suffix, "matroska")) as container:
+    container_format = {".mp4": "mp4", ".ts": "mpegts"}.get(path.suffix, "matroska")
+    with av.open(str(path), "w", format=container_format) as container:
         stream = container.add_stream("libx264rgb", rate=fps)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "rgb24"
@@ -69,7 +70,8 @@ def write_with_leading_still(path: Path, frames, fps: int = 25) -> Path:
         picture = np.full((32, 32, 3), 90, np.uint8)
         for stream, arrays in ((still, [picture]), (video, frames)):
             for array in arrays:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+                for packet in stream.encode(frame):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)

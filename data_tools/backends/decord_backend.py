@@ -65,6 +65,8 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     if count == 0:
         raise DecodeError("no video frames", definitive=True)
     times = reader.get_frame_timestamp(range(count))  # [count, 2] start and end, seconds
+    rate = reader.get_avg_fps()
+    nominal = _seconds(1 / rate) if rate and rate > 0 else Fraction(1, 25)
     rotation, sar, isobmff, stored = _display_info(path)
     cursor = 0  # index of the frame the reader returns next
     resizer: AreaResizer | None = None
@@ -89,8 +91,13 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
             resizer = AreaResizer(square_crop(w, h, box_sar), size)
         return resizer(rgb)
 
+    restart_shift, previous = Fraction(0), None  # seconds added since the times last stepped back
     for index in range(count):
-        start, end = _seconds(times[index, 0]), _seconds(times[index, 1])
+        start, end = _seconds(times[index, 0]) + restart_shift, _seconds(times[index, 1]) + restart_shift
+        if previous is not None and start < previous[0]:  # the clock restarts: play on (as PyAV)
+            shift = previous[1] - start if previous[1] > previous[0] else previous[0] + nominal - start
+            restart_shift, start, end = restart_shift + shift, start + shift, end + shift
+        previous = start, end
         stats.decoded_frames = index + 1
         yield SourceFrame(convert, index, start.numerator, Fraction(1, start.denominator),
                           duration=end - start if end > start else None)

@@ -177,7 +177,8 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     sar = stream_sar(stream)
     converter: _FrameConverter | None = None
     converter_key: tuple | None = None
-    last_pts: int | None = None
+    last_pts: int | None = None  # on the continuous clock
+    restart_shift = 0  # ticks added to the file's timestamps since they last stepped back
     demuxed = container.demux(stream)
     lookahead: deque = deque()  # packets demuxed (and counted) by frames_left, to be decoded next
     demux_error: av.error.FFmpegError | None = None  # met by frames_left, raised in its turn
@@ -238,7 +239,14 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
                 decoded += 1
                 pts = frame.pts  # decoded frames are timed in the stream's time base
                 if pts is None:  # no timestamp: one nominal frame interval after the previous frame
-                    pts = 0 if last_pts is None else last_pts + (step if step else 1)
+                    pts = 0 if last_pts is None else last_pts + (step or 1)
+                else:
+                    pts += restart_shift
+                    if last_pts is not None and pts < last_pts:
+                        # Timestamps that step back restart the clock (streams cut and joined, an
+                        # MPEG-TS whose counter restarts): a player plays on, and so do these times.
+                        restart_shift += last_pts + (step or 1) - pts
+                        pts = last_pts + (step or 1)
                 last_pts = pts
                 stats.decoded_frames = decoded
                 duration = frame.duration
