@@ -9,6 +9,7 @@ made of them); a still GIF is then a video shorter than one clip, counted as suc
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +57,13 @@ def sniff_container(head: bytes) -> str | None:
 
 
 def looks_like_video(path: Path) -> bool:
-    """True when `path` has a video extension or starts with a video container signature."""
+    """True when `path` has a video extension or starts with a video container signature. Only
+    regular files are read: opening a named pipe would wait for a writer that never comes."""
     if path.suffix.lower().lstrip(".") in VIDEO_EXTENSIONS:
         return True
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as f:
             head = f.read(512)
     except OSError:

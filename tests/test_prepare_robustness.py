@@ -77,6 +77,21 @@ def test_broken_files_are_reported_skipped_and_the_run_goes_on(broken_corpus, tm
     assert meta["counts"]["read"] == 2 and meta["counts"]["clips"] == 2 * (25 // 8)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+def test_named_pipes_among_the_videos_are_not_opened(tmp_path):
+    src = tmp_path / "src"
+    write_demo_corpus(src, classes=1, videos_per_class=1, seconds=1.0)
+    os.mkfifo(src / "class00" / "pipe")  # no extension: would be sniffed, and opening it waits forever
+    os.mkfifo(src / "class00" / "pipe.avi")  # a video by its name: reported
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "vidgan", "prepare", str(src), "--out", str(out)],
+                          capture_output=True, text=True, timeout=60)  # (hung before: it must end)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "skipped.json").read_text()) == [
+        {"path": "class00/pipe.avi", "reason": "not a regular file"}]
+    assert json.loads((out / "meta.json").read_text())["counts"]["read"] == 1
+
+
 def test_strict_fails_on_any_skipped_file(broken_corpus, tmp_path):
     result = run_cli("prepare", str(broken_corpus), "--out", str(tmp_path / "out"), "--frames", "8",
                      "--workers", "1", "--strict", "--quiet")
