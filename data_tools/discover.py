@@ -93,11 +93,12 @@ class Discovery:
     excluded: list[tuple[str, str]]  # (rel_path, reason) for files or split entries not used
 
 
-def _walk_files(src: Path) -> list[Path]:
-    """Every non-hidden file under `src`, following symlinked folders once (no loops)."""
+def _walk_files(src: Path, unreadable: list[OSError]) -> list[Path]:
+    """Every non-hidden file under `src`, following symlinked folders once (no loops); the folders
+    that cannot be listed go to `unreadable`."""
     found = []
     seen: set[tuple[int, int]] = set()
-    for root, dirs, files in os.walk(src, followlinks=True):
+    for root, dirs, files in os.walk(src, followlinks=True, onerror=unreadable.append):
         st = os.stat(root)
         if (st.st_dev, st.st_ino) in seen:
             dirs[:] = []
@@ -156,9 +157,12 @@ def discover(src: Path, split_file: Path | None = None) -> Discovery:
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"source folder not found: {src}")
-    candidates = [p for p in _walk_files(src) if looks_like_video(p)]
+    unreadable: list[OSError] = []
+    candidates = [p for p in _walk_files(src, unreadable) if looks_like_video(p)]
     rel = [p.relative_to(src).as_posix() for p in candidates]
-    excluded: list[tuple[str, str]] = []
+    excluded: list[tuple[str, str]] = [  # its videos would be missing without a word
+        (printable_path(Path(e.filename or src).relative_to(src).as_posix()) + "/",
+         f"folder unreadable ({e.strerror or e})") for e in unreadable]
     named = [_is_utf8(r) for r in rel]  # the index, the records and the skipped list are UTF-8 text
     excluded += [(printable_path(r), "its name is not valid UTF-8: rename it (e.g. with convmv)")
                  for r, ok in zip(rel, named) if not ok]

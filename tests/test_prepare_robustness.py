@@ -365,6 +365,21 @@ def test_an_animated_gif_is_a_video(tmp_path):
     assert all(b < 5 or b > 245 for clip in brightness for b in clip)  # (white: 3-3-2-bit palette)
 
 
+def test_a_folder_that_cannot_be_listed_is_reported_not_silently_missed(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    write_demo_corpus(src, classes=2, videos_per_class=1, seconds=1.0)
+    listable = os.scandir
+
+    def scandir(path="."):  # as a folder without read permission does (root reads them all)
+        if isinstance(path, (str, os.PathLike)) and Path(path).name == "class01":
+            raise PermissionError(13, "Permission denied", str(path))
+        return listable(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    summary = prepare(src, tmp_path / "out", PrepareOptions(frames=8, size=16, workers=1), progress=False)
+    assert summary.read == 1 and summary.skipped == [("class01/", "folder unreadable (Permission denied)")]
+
+
 def test_flat_folder_is_one_class(tmp_path):
     src = tmp_path / "clips"
     src.mkdir()
