@@ -9,6 +9,7 @@ Layout of the output folder (documented in the README):
     shards/shard-NNNNN.npy    uint8 [F, S, S, 3]: the stored frames of consecutive videos
     shards/shard-NNNNN.json   the records of the videos in that shard
     .work/                    videos an unfinished run set aside (deleted when the run completes)
+    .lock                     held by a running `prepare`, so that a second one into the folder stops
 
 Shards are cut in the sorted order of the videos as soon as they reach `shard_mb`, so their contents do
 not depend on the number of workers or on where an earlier run was interrupted.
@@ -16,17 +17,20 @@ not depend on the number of workers or on where an earlier run was interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
 import io
 import json
+import os
 import shutil
 import time
 from importlib import metadata
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -39,7 +43,7 @@ from data_tools.storage import FrameFileWriter, atomic_write_bytes, atomic_write
 
 FORMAT = "vidgan-clips/1"
 BACKENDS = ("auto", "pyav", "decord")
-_OUR_ENTRIES = {"meta.json", "index.csv", "skipped.json", "shards", ".work"}
+_OUR_ENTRIES = {"meta.json", "index.csv", "skipped.json", "shards", ".work", ".lock"}
 
 
 class PrepareError(Exception):
@@ -393,6 +397,29 @@ class _ShardAssembler:
             self.writer.abort()
 
 
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold `out` for this run, so that a second `prepare` into it stops at once rather than delete
+    the first one's temporaries under it. A POSIX record lock on `out/.lock`: the kernel drops it
+    when this process ends, however it ends, and forked workers do not inherit it. (No lock where
+    there is no fcntl, i.e. on Windows.)"""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise PrepareError(f"{out} is being written by another `vidgan prepare`; wait for it to "
+                               "end or stop it") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def _dispatch_order(tasks: list[VideoTask], sizes: list[int], workers: int) -> list[VideoTask]:
     """Sorted order, so that each video tends to finish in its turn and stream straight into its
     shard; but a video big enough to leave one worker decoding it alone at the end starts first."""
@@ -438,112 +465,118 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
         if foreign and not overwrite:
             raise PrepareError(f"--out {out} holds files vidgan did not write ({', '.join(foreign[:3])}); "
                                "choose another --out or pass --overwrite")
-    if meta_path.exists():
-        meta = _load_json(meta_path)
-        if meta.get("fingerprint") == fingerprint and not overwrite:
-            summary = _summary_from_shards(out, [_load_json(shards_dir / f"{s['file'][:-4]}.json")
-                                                 for s in meta["shards"]], found.excluded)
-            summary.already_done = True
-            shutil.rmtree(work, ignore_errors=True)  # left by a run killed just after its metadata
-            return summary
-        if not overwrite:
-            raise PrepareError(f"{out} holds a dataset prepared from other videos or options; "
-                               "choose another --out or pass --overwrite to replace it")
-    plan_path = work / "plan.json"
-    plan = _load_json(plan_path) if plan_path.exists() else None
-    if plan is not None and plan.get("fingerprint") != fingerprint and not overwrite:
-        raise PrepareError(f"{out} holds an interrupted run over other videos or options; "
-                           "choose another --out or pass --overwrite to start over")
-    versions = _versions()
-    start_over = overwrite
-    if plan is not None and plan.get("versions") != versions and not overwrite:
-        # Its frames came from another decoder or converter: resuming would mix the two.
-        log(f"{out}: the interrupted run decoded with {_changed_versions(plan.get('versions'), versions)}; "
-            "starting over, so that every frame comes from the same decoder")
-        start_over = True
-    if start_over and out.exists():
-        for target in out.iterdir():
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    parts.mkdir(parents=True, exist_ok=True)
-    shards_dir.mkdir(parents=True, exist_ok=True)
-    _remove_temporaries(out, shards_dir, parts, work)
-    atomic_write_json(plan_path, {"fingerprint": fingerprint, "options": options.dataset_options(),
-                                  "versions": versions})
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        if meta_path.exists():
+            meta = _load_json(meta_path)
+            if meta.get("fingerprint") == fingerprint and not overwrite:
+                summary = _summary_from_shards(out, [_load_json(shards_dir / f"{s['file'][:-4]}.json")
+                                                     for s in meta["shards"]], found.excluded)
+                summary.already_done = True
+                shutil.rmtree(work, ignore_errors=True)  # left by a run killed just after its metadata
+                return summary
+            if not overwrite:
+                raise PrepareError(f"{out} holds a dataset prepared from other videos or options; "
+                                   "choose another --out or pass --overwrite to replace it")
+        plan_path = work / "plan.json"
+        plan = _load_json(plan_path) if plan_path.exists() else None
+        if plan is not None and plan.get("fingerprint") != fingerprint and not overwrite:
+            raise PrepareError(f"{out} holds an interrupted run over other videos or options; "
+                               "choose another --out or pass --overwrite to start over")
+        versions = _versions()
+        start_over = overwrite
+        if plan is not None and plan.get("versions") != versions and not overwrite:
+            # Its frames came from another decoder or converter: resuming would mix the two.
+            changed = _changed_versions(plan.get("versions"), versions)
+            log(f"{out}: the interrupted run decoded with {changed}; starting over, so that every "
+                "frame comes from the same decoder")
+            start_over = True
+        if start_over and out.exists():
+            for target in out.iterdir():
+                if target.name == ".lock":  # held by this run: a new file would be another lock
+                    continue
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        parts.mkdir(parents=True, exist_ok=True)
+        shards_dir.mkdir(parents=True, exist_ok=True)
+        _remove_temporaries(out, shards_dir, parts, work)
+        atomic_write_json(plan_path, {"fingerprint": fingerprint, "options": options.dataset_options(),
+                                      "versions": versions})
 
-    # Shards committed by an interrupted run cover a prefix of the sorted videos.
-    committed: list[dict] = []
-    while (shards_dir / f"shard-{len(committed):05d}.json").exists():
-        committed.append(_load_json(shards_dir / f"shard-{len(committed):05d}.json"))
-    covered = committed[-1]["first_video"] + len(committed[-1]["videos"]) if committed else 0
+        # Shards committed by an interrupted run cover a prefix of the sorted videos.
+        committed: list[dict] = []
+        while (shards_dir / f"shard-{len(committed):05d}.json").exists():
+            committed.append(_load_json(shards_dir / f"shard-{len(committed):05d}.json"))
+        covered = committed[-1]["first_video"] + len(committed[-1]["videos"]) if committed else 0
 
-    videos = found.videos
-    frame_shape = (options.size, options.size, 3)
-    assembler = _ShardAssembler(out, parts, videos, covered, len(committed), frame_shape,
-                                options.shard_mb * 2**20, options.frames)
-    tasks: list[VideoTask] = []
-    for i in range(covered, len(videos)):
-        v = videos[i]
-        key = part_key(v.rel_path)
-        record_path = parts / f"{key}.json"
-        if record_path.exists():  # finished by an interrupted run, waiting for its turn
-            record = _load_json(record_path)
-            if record["status"] != "ok" or record["frames"] == 0 or (parts / f"{key}.npy").exists():
-                assembler.ready[i] = (record, None)
-                continue
-        tasks.append(VideoTask(
-            source=str((src / v.rel_path).absolute()), rel_path=v.rel_path, label=v.label,
-            frames=options.frames, stride=options.clip_stride, size=options.size,
-            fps=None if options.fps is None else str(options.fps), max_clips=options.max_clips,
-            backend=options.backend))
-    workers = min(options.workers or usable_cores(), max(1, len(tasks)))
-    tasks = _dispatch_order(tasks, [videos[assembler.index_of[t.rel_path]].size for t in tasks], workers)
+        videos = found.videos
+        frame_shape = (options.size, options.size, 3)
+        assembler = _ShardAssembler(out, parts, videos, covered, len(committed), frame_shape,
+                                    options.shard_mb * 2**20, options.frames)
+        tasks: list[VideoTask] = []
+        for i in range(covered, len(videos)):
+            v = videos[i]
+            key = part_key(v.rel_path)
+            record_path = parts / f"{key}.json"
+            if record_path.exists():  # finished by an interrupted run, waiting for its turn
+                record = _load_json(record_path)
+                if record["status"] != "ok" or record["frames"] == 0 or (parts / f"{key}.npy").exists():
+                    assembler.ready[i] = (record, None)
+                    continue
+            tasks.append(VideoTask(
+                source=str((src / v.rel_path).absolute()), rel_path=v.rel_path, label=v.label,
+                frames=options.frames, stride=options.clip_stride, size=options.size,
+                fps=None if options.fps is None else str(options.fps), max_clips=options.max_clips,
+                backend=options.backend))
+        workers = min(options.workers or usable_cores(), max(1, len(tasks)))
+        tasks = _dispatch_order(tasks, [videos[assembler.index_of[t.rel_path]].size for t in tasks], workers)
 
-    started = time.perf_counter()
-    decoded = 0
-    bar = _ProgressBar(total=len(videos), initial=len(videos) - len(tasks), unit="video",
-                       disable=not progress, dynamic_ncols=True, desc="prepare")
-    try:
-        assembler.drain()
-        for record in run_tasks(tasks, workers, assembler):
-            decoded += record["decoded_frames"]
-            if record["status"] != "ok":
-                bar.write(f"skipped {record['path']}: {record['reason']}")
-            assembler.finish(record)
-            bar.update(1)
-            elapsed = time.perf_counter() - started
-            bar.set_postfix_str(f"{decoded / max(elapsed, 1e-9):.0f} frames/s")
-    except BaseException:
-        assembler.abort()
-        raise
-    finally:
-        bar.close()
+        started = time.perf_counter()
+        decoded = 0
+        bar = _ProgressBar(total=len(videos), initial=len(videos) - len(tasks), unit="video",
+                           disable=not progress, dynamic_ncols=True, desc="prepare")
+        try:
+            assembler.drain()
+            for record in run_tasks(tasks, workers, assembler):
+                decoded += record["decoded_frames"]
+                if record["status"] != "ok":
+                    bar.write(f"skipped {record['path']}: {record['reason']}")
+                assembler.finish(record)
+                bar.update(1)
+                elapsed = time.perf_counter() - started
+                bar.set_postfix_str(f"{decoded / max(elapsed, 1e-9):.0f} frames/s")
+        except BaseException:
+            assembler.abort()
+            raise
+        finally:
+            bar.close()
 
-    shards = committed + assembler.committed
-    summary = _summary_from_shards(out, shards, found.excluded)
-    summary.frames_decoded, summary.seconds = decoded, time.perf_counter() - started
-    summary.workers = workers if tasks else 0
-    earlier_rows = [_video_index_rows(v, s["index"], options.frames) for s in committed for v in s["videos"]]
-    atomic_write_text(out / "index.csv", "".join([INDEX_HEADER, *earlier_rows, *assembler.index_rows]))
-    atomic_write_json(out / "skipped.json",
-                      [{"path": p, "reason": r} for p, r in sorted(summary.skipped)])
-    atomic_write_json(meta_path, {
-        "format": FORMAT,
-        "fingerprint": fingerprint,
-        "source": str(src.resolve()),
-        "options": options.dataset_options(),
-        "clip_shape": [options.frames, options.size, options.size, 3],
-        "classes": found.classes,
-        "counts": {"videos": summary.videos, "read": summary.read, "too_short": summary.too_short,
-                   "skipped": len(summary.skipped), "clips": summary.clips,
-                   "frames_stored": summary.frames_stored},
-        "shards": [{"file": s["file"], "frames": s["frames"]} for s in shards],
-        "versions": versions,
-    })
-    shutil.rmtree(work, ignore_errors=True)
-    return summary
+        shards = committed + assembler.committed
+        summary = _summary_from_shards(out, shards, found.excluded)
+        summary.frames_decoded, summary.seconds = decoded, time.perf_counter() - started
+        summary.workers = workers if tasks else 0
+        earlier_rows = [_video_index_rows(v, s["index"], options.frames)
+                        for s in committed for v in s["videos"]]
+        atomic_write_text(out / "index.csv", "".join([INDEX_HEADER, *earlier_rows, *assembler.index_rows]))
+        atomic_write_json(out / "skipped.json",
+                          [{"path": p, "reason": r} for p, r in sorted(summary.skipped)])
+        atomic_write_json(meta_path, {
+            "format": FORMAT,
+            "fingerprint": fingerprint,
+            "source": str(src.resolve()),
+            "options": options.dataset_options(),
+            "clip_shape": [options.frames, options.size, options.size, 3],
+            "classes": found.classes,
+            "counts": {"videos": summary.videos, "read": summary.read, "too_short": summary.too_short,
+                       "skipped": len(summary.skipped), "clips": summary.clips,
+                       "frames_stored": summary.frames_stored},
+            "shards": [{"file": s["file"], "frames": s["frames"]} for s in shards],
+            "versions": versions,
+        })
+        shutil.rmtree(work, ignore_errors=True)
+        return summary
 
 
 def _summary_from_shards(out: Path, shards: list[dict], excluded: list[tuple[str, str]]) -> Summary:

@@ -194,6 +194,26 @@ def test_an_interrupted_run_of_other_decoder_versions_is_started_over(demo_corpu
     assert len(messages) == 2 and _tree_bytes(unrecorded) == reference
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl locks")
+def test_a_second_run_into_the_same_folder_stops_at_once(demo_corpus, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.lockf(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out / ".lock")],  # as a running prepare
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(PrepareError, match="being written by another"):
+            prepare(demo_corpus, out, PrepareOptions(frames=8, size=16, workers=1), progress=False)
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing touched
+    finally:
+        holder.kill()
+        holder.wait()
+    summary = prepare(demo_corpus, out, PrepareOptions(frames=8, size=16, workers=1), progress=False)
+    assert summary.clips > 0  # the lock went with its holder
+
+
 def _writing(out: Path, pid: int) -> bool:
     """Whether the `prepare` process `pid` has a file under way in `out` (temporaries carry its pid)."""
     try:
