@@ -73,9 +73,17 @@ def run_prepare(args) -> int:
             max_clips=args.max_clips_per_video, backend=args.backend, split_file=args.split_file,
             shard_mb=args.shard_mb, workers=args.workers, strict=args.strict)
         summary = prepare(args.src, args.out, options, overwrite=args.overwrite, progress=not args.quiet)
-    except (PrepareError, FileNotFoundError, RuntimeError) as e:
+    except (PrepareError, RuntimeError, FileNotFoundError) as e:
         print(f"vidgan prepare: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the disk full, a folder that cannot be written
+        print(f"vidgan prepare: error: {e}. What was written is kept: once that is fixed, the same "
+              "command resumes the run.", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nvidgan prepare: interrupted. What was written is kept: the same command resumes the "
+              "run.", file=sys.stderr)
+        return 130  # 128 + SIGINT, as shells report it
     print(summary.text())
     if summary.clips == 0:
         print("vidgan prepare: error: no clip was written", file=sys.stderr)

@@ -270,6 +270,26 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_dataset(tmp_pa
     assert interrupted >= 5  # most kills landed mid-run, with parts or shards half done
 
 
+def test_ctrl_c_stops_the_run_with_a_message_and_the_same_command_resumes_it(tmp_path):
+    src = tmp_path / "src"
+    write_demo_corpus(src, classes=2, videos_per_class=12, seconds=2.0)
+    args = [sys.executable, "-m", "vidgan", "prepare", str(src), "--frames", "8", "--size", "16", "--quiet"]
+    run = subprocess.Popen([*args, "--out", str(tmp_path / "out")], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal
+    started = time.perf_counter()
+    while not list((tmp_path / "out").glob("shards/.*.tmp-*")) and time.perf_counter() - started < 60:
+        time.sleep(0.002)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130  # (it cannot have finished: it had only begun its first shard)
+    assert "Traceback" not in err and "interrupted" in err and "resumes" in err
+    assert not (tmp_path / "out" / "meta.json").exists()
+    subprocess.run([*args, "--out", str(tmp_path / "out")], check=True, capture_output=True)
+    subprocess.run([*args, "--out", str(tmp_path / "reference")], check=True, capture_output=True)
+    assert _tree_bytes(tmp_path / "out") == _tree_bytes(tmp_path / "reference")
+
+
 def test_workers_of_a_killed_run_exit_quietly(tmp_path):
     # The main process dies alone (SIGKILL, out of memory): its workers find the pipe closed while they
     # send frames or wait for work, and end without a traceback on the user's terminal.
