@@ -91,6 +91,7 @@ class Discovery:
     videos: list[VideoEntry]
     classes: list[str]
     excluded: list[tuple[str, str]]  # (rel_path, reason) for files or split entries not used
+    files_seen: int = 0  # files under SRC, videos or not
 
 
 def _walk_files(src: Path, unreadable: list[OSError]) -> list[Path]:
@@ -158,7 +159,8 @@ def discover(src: Path, split_file: Path | None = None) -> Discovery:
     if not src.is_dir():
         raise FileNotFoundError(f"source folder not found: {src}")
     unreadable: list[OSError] = []
-    candidates = [p for p in _walk_files(src, unreadable) if looks_like_video(p)]
+    files = _walk_files(src, unreadable)
+    candidates = [p for p in files if looks_like_video(p)]
     rel = [p.relative_to(src).as_posix() for p in candidates]
     excluded: list[tuple[str, str]] = [  # its videos would be missing without a word
         (printable_path(Path(e.filename or src).relative_to(src).as_posix()) + "/",
@@ -210,4 +212,4 @@ def discover(src: Path, split_file: Path | None = None) -> Discovery:
             size = -1  # unreadable: kept, so that the run reports it with the reason
         videos.append(VideoEntry(r, lookup[name.lower()], size))
     videos.sort(key=lambda v: v.rel_path)
-    return Discovery(videos=videos, classes=classes, excluded=excluded)
+    return Discovery(videos=videos, classes=classes, excluded=excluded, files_seen=len(files))

@@ -451,6 +451,13 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
         raise PrepareError(f"source folder not found: {src}")
     out = Path(out) if out is not None else default_out(src, options)
     found = discover(src, options.split_file)
+    if not found.videos:  # nothing to prepare: say why, and write nothing
+        if found.excluded:
+            why = "; ".join(f"{path}: {reason}" for path, reason in found.excluded[:3])
+            more = f" and {len(found.excluded) - 3} more" if len(found.excluded) > 3 else ""
+            raise PrepareError(f"no video to prepare under {src}: {why}{more}")
+        raise PrepareError(f"no video found under {src}: of its {found.files_seen} file(s), none is a "
+                           "video by its extension or first bytes")
     fingerprint = hashlib.sha256(json.dumps({
         "format": FORMAT, "options": options.dataset_options(), "classes": found.classes,
         "videos": [[v.rel_path, v.label, v.size] for v in found.videos],

@@ -107,6 +107,21 @@ def test_no_clip_at_all_is_an_error(tmp_path):
     assert result.returncode == 1 and "no clip was written" in result.stderr
 
 
+def test_a_source_without_videos_is_an_error_that_says_so_and_writes_nothing(tmp_path):
+    frames = tmp_path / "src" / "class" / "v_1"  # a dataset shipped as extracted frames
+    frames.mkdir(parents=True)
+    for i in range(3):
+        (frames / f"img_{i:05d}.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
+    result = run_cli("prepare", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--quiet")
+    assert result.returncode == 2 and "no video found" in result.stderr and "3 file(s)" in result.stderr
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "list.txt").write_text("class/v_2.avi\n")  # every video left out, each with its reason
+    result = run_cli("prepare", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--quiet",
+                     "--split-file", str(tmp_path / "list.txt"))
+    assert result.returncode == 2 and "class/v_2.avi: listed in the split file but not found" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("hold_bytes", [None, 0], ids=["held-in-memory", "set-aside-in-parts"])
 def test_output_is_identical_whatever_the_worker_count(demo_corpus, tmp_path, monkeypatch, hold_bytes):
     if hold_bytes is not None:  # every video finishing ahead of its turn waits in a part file
