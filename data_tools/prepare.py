@@ -408,7 +408,11 @@ def _exclusive(out: Path) -> Iterator[None]:
     except ImportError:
         yield
         return
-    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a folder this process cannot write (a read-only mount): no run can write
+        yield  # into it either, and a finished dataset is still recognised as such
+        return
     try:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -229,6 +229,21 @@ def test_a_second_run_into_the_same_folder_stops_at_once(demo_corpus, tmp_path):
     assert summary.clips > 0  # the lock went with its holder
 
 
+def test_a_finished_dataset_on_a_read_only_mount_is_still_recognised(demo_corpus, tmp_path, monkeypatch):
+    options = PrepareOptions(frames=8, size=16, workers=1)
+    first = prepare(demo_corpus, tmp_path / "out", options, progress=False)
+    writable = os.open
+
+    def read_only(path, flags, *args, **kwargs):  # what a read-only file system answers
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(30, "Read-only file system", str(path))
+        return writable(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    again = prepare(demo_corpus, tmp_path / "out", options, progress=False)
+    assert again.already_done and again.clips == first.clips
+
+
 def _writing(out: Path, pid: int) -> bool:
     """Whether the `prepare` process `pid` has a file under way in `out` (temporaries carry its pid)."""
     try:
