@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import functools
 import hashlib
 import io
@@ -416,9 +417,11 @@ def _exclusive(out: Path) -> Iterator[None]:
     try:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise PrepareError(f"{out} is being written by another `vidgan prepare`; wait for it to "
-                               "end or stop it") from None
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EAGAIN):
+                raise PrepareError(f"{out} is being written by another `vidgan prepare`; wait for it "
+                                   "to end or stop it") from None
+            # a file system without record locks (some network and FUSE mounts): run unlocked
         yield
     finally:
         os.close(fd)

@@ -244,6 +244,20 @@ def test_a_finished_dataset_on_a_read_only_mount_is_still_recognised(demo_corpus
     assert again.already_done and again.clips == first.clips
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl locks")
+def test_a_file_system_without_locks_runs_unlocked(demo_corpus, tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):  # what NFS without its lock daemon answers
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    summary = prepare(demo_corpus, tmp_path / "out", PrepareOptions(frames=8, size=16, workers=1),
+                      progress=False)
+    assert summary.clips > 0
+
+
 def _writing(out: Path, pid: int) -> bool:
     """Whether the `prepare` process `pid` has a file under way in `out` (temporaries carry its pid)."""
     try:
