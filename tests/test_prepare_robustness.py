@@ -47,6 +47,7 @@ def broken_corpus(tmp_path):
     (folder / "random.avi").write_bytes(np.random.default_rng(0).bytes(30000))
     (folder / "notes.mp4").write_text("this is not a video\n" * 40)
     write_audio_only(folder / "audio.mp4")
+    write_audio_only(folder / "song.m4a", cover=True)  # a song with its cover: no video either
     os.symlink(folder / "gone.mp4", folder / "dangling.mp4")  # unreadable, also for root
     (folder / "classInd.txt").write_text("1 class00\n")  # not a video: ignored silently
     return src
@@ -60,6 +61,7 @@ EXPECTED_REASONS = {
     "class00/random.avi": "not a video",
     "class00/notes.mp4": "not a video",
     "class00/audio.mp4": "no video stream (audio only)",
+    "class00/song.m4a": "no video stream (audio only, with a cover picture)",
     "class00/dangling.mp4": "unreadable",
 }
 
@@ -96,7 +98,7 @@ def test_strict_fails_on_any_skipped_file(broken_corpus, tmp_path):
     result = run_cli("prepare", str(broken_corpus), "--out", str(tmp_path / "out"), "--frames", "8",
                      "--workers", "1", "--strict", "--quiet")
     assert result.returncode == 1
-    assert "8 file(s) skipped (--strict)" in result.stderr
+    assert f"{len(EXPECTED_REASONS)} file(s) skipped (--strict)" in result.stderr
 
 
 def test_no_clip_at_all_is_an_error(tmp_path):

@@ -91,9 +91,17 @@ def decode_all(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
 
-def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
-    with av.open(str(path), "w") as container:
+def write_audio_only(path: Path, seconds: float = 1.0, cover: bool = False) -> Path:
+    """A tone, and with `cover` a cover picture (a one-frame video stream marked as attached)."""
+    with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("aac", rate=44100)
+        if cover:
+            picture = container.add_stream("mjpeg", rate=1)
+            picture.height, picture.width, picture.pix_fmt = 64, 64, "yuvj420p"
+            picture.disposition = av.stream.Disposition.attached_pic
+            art = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 90, np.uint8), format="rgb24")
+            for packet in [*picture.encode(art), *picture.encode()]:
+                container.mux(packet)
         samples = int(44100 * seconds)
         t = np.arange(samples) / 44100
         tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]

@@ -127,10 +127,17 @@ def stream_sar(stream) -> Fraction:
     return Fraction(sar) if sar and sar > 0 else Fraction(1)
 
 
+def moving_streams(container: av.container.InputContainer) -> list:
+    """The video streams that are not a still picture attached to the file (the cover of a song)."""
+    return [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+
+
 def shown_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
     """The video stream a player shows: FFmpeg's pick (av_find_best_stream, which decord makes too),
     not a cover picture or thumbnail track that happens to come first."""
-    return container.streams.best("video") or container.streams.video[0]
+    moving = moving_streams(container)
+    best = container.streams.best("video")
+    return next((s for s in moving if best is not None and s.index == best.index), moving[0])
 
 
 def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
@@ -146,11 +153,15 @@ def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.
             raise DecodeError(f"not a video: content matches no video container (FFmpeg: {why})",
                               definitive=True) from None
         raise DecodeError(f"corrupt or truncated {kind} file (FFmpeg: {why})", definitive=True) from None
-    if not container.streams.video:
+    if not moving_streams(container):
         kinds = sorted({s.type for s in container.streams})
+        cover = bool(container.streams.video)
         container.close()
         if "audio" in kinds:
-            raise DecodeError("no video stream (audio only)", definitive=True)
+            raise DecodeError("no video stream (audio only" + (", with a cover picture)" if cover else ")"),
+                              definitive=True)
+        if cover:
+            raise DecodeError("not a video: a still picture only", definitive=True)
         if kind is not None:
             raise DecodeError(f"corrupt or truncated {kind} file (no video stream found)", definitive=True)
         raise DecodeError("not a video: no video stream", definitive=True)
