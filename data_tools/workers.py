@@ -32,6 +32,7 @@ from data_tools.job import VideoTask, record_crash, run_task, worker_init
 BATCH_BYTES = 2**19  # frames travel in batches of at most about this many bytes
 BATCH_BUFFERS = 3  # per worker: it waits for the main process only when all three are unwritten
 MAX_TRIES = 2  # a video whose decoder kills its worker this many times is skipped
+PARENT_CHECK_SECONDS = 0.5  # a worker waiting for a buffer looks this often whether the main process lives
 
 
 class FrameReceiver(Protocol):
@@ -88,9 +89,13 @@ class _BatchBuffers:
 
     def take(self, frame_shape: tuple[int, ...]) -> np.ndarray:
         """(worker) The buffer to fill next, `[B, S, S, 3]` with as many whole frames as it holds;
-        the one already taken while it is not sent."""
+        the one already taken while it is not sent. Raises EOFError when the main process dies while
+        holding them all: it will give none back."""
         if self.held is None:
-            self.free.acquire()
+            while not self.free.acquire(timeout=PARENT_CHECK_SECONDS):
+                parent = multiprocessing.parent_process()
+                if parent is not None and not parent.is_alive():
+                    raise EOFError("the main process has gone")
             self.held, self.turn = self.turn, (self.turn + 1) % self.count
         return self._view(self.held, self.buffer_bytes // int(np.prod(frame_shape)), frame_shape)
 
@@ -166,7 +171,7 @@ def _worker_main(conn: Connection, parent_end: Connection, buffers: _BatchBuffer
             try:
                 record = run_task(task, sender)
                 sender.flush()
-            except ConnectionError:
+            except (ConnectionError, EOFError):  # the main process has gone
                 raise
             except Exception:  # a bug, not a bad file (those come back as records): stop the run
                 conn.send(("error", traceback.format_exc()))

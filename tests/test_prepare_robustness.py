@@ -1,8 +1,10 @@
 """Broken input, resume after SIGKILL, determinism, discovery, split files and the command line."""
 
+import contextlib
 import importlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -347,6 +349,48 @@ def test_workers_of_a_killed_run_exit_quietly(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)  # the main process only
     stderr = proc.communicate(timeout=120)[1]  # returns once the workers, which share the pipe, are gone
     assert "Traceback" not in stderr and "Error" not in stderr, stderr
+
+
+_HOLDS_EVERY_BUFFER = """
+import multiprocessing, sys, time
+from data_tools.workers import _BatchBuffers
+
+def worker(buffers):
+    buffers.take((4, 4, 3)); buffers.sent()  # its only buffer goes to the main process, never back
+    print("waiting", flush=True)
+    try:
+        buffers.take((4, 4, 3))
+    except EOFError:
+        print("gone", flush=True)
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context(sys.argv[1])
+    buffers = _BatchBuffers(context, 1, 4096)
+    context.Process(target=worker, args=(buffers,)).start()
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_a_worker_waiting_for_a_buffer_ends_when_the_main_process_dies(tmp_path, method):
+    # The main process killed while it holds all of a worker's buffers: the worker must not wait
+    # forever for one (an orphan process, and a terminal whose pipe never closes).
+    if method not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    script = tmp_path / "holds.py"
+    script.write_text(_HOLDS_EVERY_BUFFER)
+    main = subprocess.Popen([sys.executable, str(script), method], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert main.stdout.readline().strip() == "waiting"
+        main.kill()
+        main.wait()
+        said, _, _ = select.select([main.stdout], [], [], 10)
+        assert said, "the worker still waits 10 s after the main process died"
+        assert main.stdout.readline().strip() == "gone"  # its last word, through the shared pipe
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(main.pid, signal.SIGKILL)  # an orphaned worker, if the test failed
 
 
 def test_a_worker_sends_each_video_its_own_frames_whatever_their_size(demo_corpus, monkeypatch):
