@@ -122,6 +122,12 @@ def check_complete(result: Extracted, stats: ReadStats) -> None:
         return
     decoded = result.decoded_frames + result.skipped_frames
     if decoded < declared * 0.9 and declared - decoded >= 2:
+        if stats.damaged_packets:
+            raise DecodeError(
+                f"damaged: {stats.damaged_packets} packet(s) could not be decoded ({stats.first_damage}); "
+                f"{decoded} of the {declared} frames the container declares came out",
+                definitive=True,
+            )
         raise DecodeError(
             f"truncated: {decoded} of the {declared} frames the container declares could be decoded",
             definitive=True,

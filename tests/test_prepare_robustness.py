@@ -96,6 +96,34 @@ def test_named_pipes_among_the_videos_are_not_opened(tmp_path):
     assert json.loads((out / "meta.json").read_text())["counts"]["read"] == 1
 
 
+def _damage(path: Path, every: int) -> int:
+    """Overwrite the data of every `every`-th video packet after the first, the last few spared (a
+    bit-rotted disk, a bad transfer; not a file cut short); returns how many were damaged."""
+    with av.open(str(path)) as container:
+        spans = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size and p.pos]
+    data = bytearray(path.read_bytes())
+    damaged = spans[every:-5:every]
+    for pos, size in damaged:
+        data[pos : pos + size] = b"\xff" * size
+    path.write_bytes(bytes(data))
+    return len(damaged)
+
+
+def test_a_damaged_packet_is_skipped_as_a_player_skips_it_and_heavy_damage_is_reported(tmp_path):
+    src = tmp_path / "src" / "class"
+    src.mkdir(parents=True)
+    for name in ("light.mp4", "heavy.mp4"):
+        encode_video(src / name, [id_frame(i, 64, 64) for i in range(100)], 25, "libx264", "yuv420p",
+                     {"threads": "1", "g": "10", "bf": "0"})
+    assert _damage(src / "light.mp4", every=60) == 1  # one P-frame lost, once in 4 seconds
+    assert _damage(src / "heavy.mp4", every=3) > 20
+    summary = prepare(tmp_path / "src", tmp_path / "out", PrepareOptions(frames=8, size=16, workers=1),
+                      progress=False)
+    assert summary.read == 1 and summary.clips >= 11  # the light one: its frames kept (it had 12 clips)
+    [(path, reason)] = summary.skipped
+    assert path == "class/heavy.mp4" and reason.startswith("damaged: ") and "packet(s) could not be decoded" in reason
+
+
 def test_strict_fails_on_any_skipped_file(broken_corpus, tmp_path):
     result = run_cli("prepare", str(broken_corpus), "--out", str(tmp_path / "out"), "--frames", "8",
                      "--workers", "1", "--strict", "--quiet")

@@ -31,6 +31,8 @@ class ReadStats:
     # Frames still to come, counted without decoding them, up to the limit given (returned when at
     # least that many remain); None where the backend cannot count them.
     frames_left: Callable[[int], int] | None = None
+    damaged_packets: int = 0  # packets the decoder refused, skipped
+    first_damage: str = ""  # why the first of them was refused
 
 
 class SourceFrame:

@@ -26,6 +26,10 @@ av.logging.set_libav_level(av.logging.PANIC)
 # video's tail decoded rather than hold that much compressed video.
 LOOKAHEAD_PACKETS = 256
 
+# Damaged packets are skipped; this many in a row before any frame means PyAV cannot decode the
+# stream at all.
+MAX_DAMAGED_BEFORE_A_FRAME = 64
+
 _ROTATE_FILTERS = {  # counter-clockwise display rotation → filters that show it upright
     0: [],
     90: [("transpose", "cclock")],
@@ -227,6 +231,11 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
             _kept.__dict__.pop("converters", None)  # a graph that failed is not trusted again
             raise DecodeError(f"PyAV cannot convert {frame.format.name} frames ({e})") from None
 
+    def undecodable(why: str) -> DecodeError:  # perhaps a codec this FFmpeg build lacks: let decord try
+        return DecodeError(f"PyAV cannot decode the video stream ({why})")
+
+    damaged: list[str] = []  # why each damaged packet was refused
+    sound_after_damage = 0  # packets decoded since the last damaged one
     try:
         while True:
             try:
@@ -238,14 +247,26 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
                     packet = next(demuxed, None)
                     if packet is None:
                         break
-                fed += bool(packet.size)
-                frames = packet.decode()  # the last, empty packet drains the decoder
             except av.error.FFmpegError as e:
                 why = e.strerror or str(e)
-                if decoded == 0:  # perhaps a codec this FFmpeg build lacks: let decord try
-                    raise DecodeError(f"PyAV cannot decode the video stream ({why})") from None
+                if decoded == 0:
+                    raise undecodable(why) from None
                 raise DecodeError(f"corrupt or truncated data after {decoded} frames ({why})",
                                   definitive=True) from None
+            try:
+                frames = packet.decode()  # the last, empty packet drains the decoder
+            except av.error.FFmpegError as e:
+                # A damaged packet: skipped, and decoding goes on, as players and the ffmpeg tool do
+                # (pictures that refer to it come out concealed). A stream that gives no frame at all
+                # is another matter; a file that ends early is caught by its missing frames.
+                damaged.append(e.strerror or str(e))
+                stats.damaged_packets, stats.first_damage = len(damaged), damaged[0]
+                sound_after_damage = 0
+                if decoded == 0 and len(damaged) >= MAX_DAMAGED_BEFORE_A_FRAME:
+                    raise undecodable(damaged[0]) from None
+                continue
+            fed += bool(packet.size)
+            sound_after_damage += bool(packet.size)
             for frame in frames:
                 decoded += 1
                 pts = frame.pts  # decoded frames are timed in the stream's time base
@@ -263,5 +284,10 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
                 duration = frame.duration
                 yield SourceFrame(convert, frame, pts, time_base, duration or None,
                                   None if duration else nominal)
+        if decoded == 0 and damaged:
+            raise undecodable(damaged[0])
+        if damaged and not sound_after_damage:  # nothing decodable after the damage: the file is cut short
+            raise DecodeError(f"corrupt or truncated data after {decoded} frames ({damaged[-1]})",
+                              definitive=True)
     finally:
         container.close()
