@@ -125,6 +125,20 @@ def test_a_damaged_packet_is_skipped_as_a_player_skips_it_and_heavy_damage_is_re
     assert "packet(s) could not be decoded" in reason
 
 
+def test_decoders_say_nothing_on_the_terminal_about_damaged_data(tmp_path):
+    # FFmpeg's own log lines (PyAV's and decord's bundled one) would tear through the progress bar;
+    # what went wrong reaches the user as the reason a video is skipped.
+    src = tmp_path / "src" / "class"
+    src.mkdir(parents=True)
+    encode_video(src / "x.avi", [id_frame(i, 64, 64) for i in range(60)], 25, "mpeg4", "yuv420p")
+    _damage(src / "x.avi", every=2)
+    for backend in ("pyav", "decord"):
+        result = run_cli("prepare", str(tmp_path / "src"), "--out", str(tmp_path / backend), "--frames", "8",
+                         "--backend", backend, "--quiet")
+        assert "class/x.avi: " in result.stdout  # skipped, with its reason
+        assert " @ 0x" not in result.stderr, result.stderr  # FFmpeg's "[mpeg4 @ 0x...] ..." lines
+
+
 def test_strict_fails_on_any_skipped_file(broken_corpus, tmp_path):
     result = run_cli("prepare", str(broken_corpus), "--out", str(tmp_path / "out"), "--frames", "8",
                      "--workers", "1", "--strict", "--quiet")

@@ -55,6 +55,7 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     for, so frames after the last clip are never decoded."""
     import decord
 
+    decord.logging.set_level(decord.logging.QUIET)  # its FFmpeg's log lines would tear the progress bar
     path = str(path)
     try:
         reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
