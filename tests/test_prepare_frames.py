@@ -147,6 +147,23 @@ def test_timestamps_that_restart_mid_stream_play_on(tmp_path):
     assert all(b - a == pytest.approx(0.04) for a, b in zip(times, times[1:]))  # one clock, evenly timed
 
 
+def test_timestamps_that_leap_ahead_in_an_mpeg_ts_play_on(tmp_path):
+    # An MPEG-TS whose clock leaps 100 s ahead mid-stream (recordings joined, a broadcast's clock
+    # reset): a discontinuity, not a 100-second still. Without that, --fps would fill the gap with
+    # 1,250 copies of one frame.
+    src = tmp_path / "src"
+    src.mkdir()
+    times = [40 * i for i in range(20)] + [100_000 + 40 * i for i in range(20)]
+    write_lossless(src / "leap.ts", [id_frame(i) for i in range(40)], times_ms=times)
+    _, ds = _prepare(src, tmp_path / "out", frames=8, size=16, fps=Fraction(25, 2))
+    assert _clip_ids(ds) == [list(range(0, 16, 2)), list(range(16, 32, 2))]
+    # In a Matroska file the same timestamps are a real pause (a still held for 100 s), as a player shows
+    (src / "leap.ts").rename(tmp_path / "leap.ts")
+    write_lossless(src / "pause.mkv", [id_frame(i) for i in range(40)], times_ms=times)
+    _, ds = _prepare(src, tmp_path / "paused", frames=8, size=16, fps=Fraction(25, 2))
+    assert len(ds) > 150 and _clip_ids(ds)[5] == [19] * 8
+
+
 def test_fps_upsampling_repeats_frames(fifty_frames, tmp_path):
     _, ds = _prepare(fifty_frames, tmp_path / "out", frames=10, size=16, fps=Fraction(50),
                      max_clips=2)

@@ -9,6 +9,11 @@ from typing import Any, Callable
 import numpy as np
 
 
+# In a format whose clock may jump (MPEG-TS, MPEG program streams), timestamps that leap ahead by more
+# than this are a discontinuity, not a pause: the ffmpeg tool draws the same line (-dts_delta_threshold).
+TIMESTAMP_JUMP_SECONDS = 10
+
+
 class DecodeError(Exception):
     """A video that cannot be read; the message is the reason shown to the user.
 

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from data_tools.backends.base import DecodeError, ReadStats, SourceFrame
+from data_tools.backends.base import TIMESTAMP_JUMP_SECONDS, DecodeError, ReadStats, SourceFrame
 from data_tools.geometry import AreaResizer, normalise_rotation, square_crop
 
 
@@ -27,9 +27,10 @@ def available() -> bool:
     return importlib.util.find_spec("decord") is not None
 
 
-def _display_info(path: str) -> tuple[int, Fraction, bool, tuple[int, int]]:
+def _display_info(path: str) -> tuple[int, Fraction, bool, tuple[int, int], bool]:
     """Display rotation (degrees counter-clockwise), pixel aspect ratio, whether the container is of
-    the MP4/MOV family (whose rotation decord applies) and the stored (width, height), read with PyAV."""
+    the MP4/MOV family (whose rotation decord applies), the stored (width, height), and whether the
+    format's clock may jump (MPEG-TS), read with PyAV."""
     import av
 
     from data_tools.backends.pyav import shown_stream, stream_sar
@@ -39,11 +40,12 @@ def _display_info(path: str) -> tuple[int, Fraction, bool, tuple[int, int]]:
             stream = shown_stream(container)
             sar = stream_sar(stream)
             isobmff = "mp4" in container.format.name or "mov" in container.format.name
+            jumpy = bool(container.format.flags & av.format.Flags.ts_discont.value)
             for frame in container.decode(stream):
-                return normalise_rotation(frame.rotation), sar, isobmff, (frame.width, frame.height)
+                return normalise_rotation(frame.rotation), sar, isobmff, (frame.width, frame.height), jumpy
     except (av.error.FFmpegError, IndexError):
         pass
-    return 0, Fraction(1), False, (0, 0)
+    return 0, Fraction(1), False, (0, 0), False
 
 
 def _seconds(value: float) -> Fraction:
@@ -68,7 +70,7 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     times = reader.get_frame_timestamp(range(count))  # [count, 2] start and end, seconds
     rate = reader.get_avg_fps()
     nominal = _seconds(1 / rate) if rate and rate > 0 else Fraction(1, 25)
-    rotation, sar, isobmff, stored = _display_info(path)
+    rotation, sar, isobmff, stored, jumpy = _display_info(path)
     cursor = 0  # index of the frame the reader returns next
     resizer: AreaResizer | None = None
     decord_rotates = isobmff  # decided again on the first frame where its shape tells
@@ -95,7 +97,8 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     restart_shift, previous = Fraction(0), None  # seconds added since the times last stepped back
     for index in range(count):
         start, end = _seconds(times[index, 0]) + restart_shift, _seconds(times[index, 1]) + restart_shift
-        if previous is not None and start < previous[0]:  # the clock restarts: play on (as PyAV)
+        if previous is not None and (start < previous[0] or  # the clock restarts: play on (as PyAV)
+                                     (jumpy and start - previous[1] > TIMESTAMP_JUMP_SECONDS)):
             shift = previous[1] - start if previous[1] > previous[0] else previous[0] + nominal - start
             restart_shift, start, end = restart_shift + shift, start + shift, end + shift
         previous = start, end

@@ -13,7 +13,7 @@ import av
 import av.logging
 import numpy as np
 
-from data_tools.backends.base import DecodeError, ReadStats, SourceFrame
+from data_tools.backends.base import TIMESTAMP_JUMP_SECONDS, DecodeError, ReadStats, SourceFrame
 from data_tools.discover import sniff_container
 from data_tools.geometry import normalise_rotation, square_crop
 
@@ -194,6 +194,8 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     converter_key: tuple | None = None
     last_pts: int | None = None  # on the continuous clock
     restart_shift = 0  # ticks added to the file's timestamps since they last stepped back
+    jumpy = bool(container.format.flags & av.format.Flags.ts_discont.value)
+    jump = round(TIMESTAMP_JUMP_SECONDS / time_base) if jumpy else None  # in ticks
     demuxed = container.demux(stream)
     lookahead: deque = deque()  # packets demuxed (and counted) by frames_left, to be decoded next
     demux_error: av.error.FFmpegError | None = None  # met by frames_left, raised in its turn
@@ -274,9 +276,11 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
                     pts = 0 if last_pts is None else last_pts + (step or 1)
                 else:
                     pts += restart_shift
-                    if last_pts is not None and pts < last_pts:
-                        # Timestamps that step back restart the clock (streams cut and joined, an
-                        # MPEG-TS whose counter restarts): a player plays on, and so do these times.
+                    leap = jump is not None and last_pts is not None and pts - last_pts > jump
+                    if last_pts is not None and (pts < last_pts or leap):
+                        # Timestamps that step back (or leap ahead, where the format's clock may jump)
+                        # restart the clock (streams cut and joined, an MPEG-TS whose counter
+                        # restarts): a player plays on, and so do these times.
                         restart_shift += last_pts + (step or 1) - pts
                         pts = last_pts + (step or 1)
                 last_pts = pts
