@@ -26,8 +26,8 @@ av.logging.set_libav_level(av.logging.PANIC)
 # video's tail decoded rather than hold that much compressed video.
 LOOKAHEAD_PACKETS = 256
 
-# Damaged packets are skipped; this many in a row before any frame means PyAV cannot decode the
-# stream at all.
+# Damaged packets are skipped; this many before the first frame means PyAV cannot decode the stream
+# at all.
 MAX_DAMAGED_BEFORE_A_FRAME = 64
 
 _ROTATE_FILTERS = {  # counter-clockwise display rotation → filters that show it upright
@@ -193,7 +193,7 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     converter: _FrameConverter | None = None
     converter_key: tuple | None = None
     last_pts: int | None = None  # on the continuous clock
-    restart_shift = 0  # ticks added to the file's timestamps since they last stepped back
+    restart_shift = 0  # ticks added to the file's timestamps to keep one clock across its restarts
     jumpy = bool(container.format.flags & av.format.Flags.ts_discont.value)
     jump = round(TIMESTAMP_JUMP_SECONDS / time_base) if jumpy else None  # in ticks
     demuxed = container.demux(stream)
