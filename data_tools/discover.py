@@ -143,7 +143,7 @@ def _is_utf8(name: str) -> bool:
         return False
 
 
-def printable_path(name: str) -> str:
+def _printable_path(name: str) -> str:
     """`name` with the bytes that are not UTF-8 written as `\\xNN`: safe in JSON and on a terminal."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
@@ -163,10 +163,10 @@ def discover(src: Path, split_file: Path | None = None) -> Discovery:
     candidates = [p for p in files if looks_like_video(p)]
     rel = [p.relative_to(src).as_posix() for p in candidates]
     excluded: list[tuple[str, str]] = [  # its videos would be missing without a word
-        (printable_path(Path(e.filename or src).relative_to(src).as_posix()) + "/",
+        (_printable_path(Path(e.filename or src).relative_to(src).as_posix()) + "/",
          f"folder unreadable ({e.strerror or e})") for e in unreadable]
     named = [_is_utf8(r) for r in rel]  # the index, the records and the skipped list are UTF-8 text
-    excluded += [(printable_path(r), "its name is not valid UTF-8: rename it (e.g. with convmv)")
+    excluded += [(_printable_path(r), "its name is not valid UTF-8: rename it (e.g. with convmv)")
                  for r, ok in zip(rel, named) if not ok]
     candidates = [p for p, ok in zip(candidates, named) if ok]
     rel = [r for r, ok in zip(rel, named) if ok]

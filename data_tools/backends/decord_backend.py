@@ -94,7 +94,7 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
             resizer = AreaResizer(square_crop(w, h, box_sar), size)
         return resizer(rgb)
 
-    restart_shift, previous = Fraction(0), None  # seconds added since the times last stepped back
+    restart_shift, previous = Fraction(0), None  # seconds added to keep one clock across restarts
     for index in range(count):
         start, end = _seconds(times[index, 0]) + restart_shift, _seconds(times[index, 1]) + restart_shift
         if previous is not None and (start < previous[0] or  # the clock restarts: play on (as PyAV)
