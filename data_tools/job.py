@@ -113,6 +113,8 @@ def run_task(task: VideoTask, sink: FrameSink) -> dict:
                       output_frames=result.output_frames, frames=len(result.stored_times),
                       clips=[[s, o] for s, o in zip(result.clip_starts, result.clip_offsets)],
                       times=[round(t, 6) for t in result.stored_times])
+        if stats.damaged_packets:  # kept, as a player plays it; the summary says so
+            record["damaged_packets"] = stats.damaged_packets
         return record
     record["reason"] = "; ".join(reasons)
     return record

@@ -132,6 +132,7 @@ class Summary:
     videos: int = 0  # videos considered (after the split file)
     read: int = 0  # decoded without error
     too_short: int = 0  # read, but shorter than one clip
+    damaged: int = 0  # read with damaged packets skipped (kept: most of their frames came out)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     clips: int = 0
     frames_decoded: int = 0  # by this run
@@ -149,7 +150,8 @@ class Summary:
         if self.already_done:
             lines.append(f"{self.out} is already complete: nothing to do.")
         lines += [
-            f"videos read: {self.read} of {self.videos} ({self.too_short} shorter than one clip)",
+            f"videos read: {self.read} of {self.videos} ({self.too_short} shorter than one clip"
+            + (f", {self.damaged} with damaged packets skipped)" if self.damaged else ")"),
             f"skipped: {len(self.skipped)}",
         ]
         lines += [f"  {path}: {reason}" for path, reason in self.skipped]
@@ -603,6 +605,7 @@ def _summary_from_shards(out: Path, shards: list[dict], excluded: list[tuple[str
                 summary.read += 1
                 summary.clips += len(v["clips"])
                 summary.too_short += not v["clips"]
+                summary.damaged += bool(v.get("damaged_packets"))
             else:
                 summary.skipped.append((v["path"], v["reason"]))
     summary.skipped += list(excluded)

@@ -120,6 +120,9 @@ def test_a_damaged_packet_is_skipped_as_a_player_skips_it_and_heavy_damage_is_re
     summary = prepare(tmp_path / "src", tmp_path / "out", PrepareOptions(frames=8, size=16, workers=1),
                       progress=False)
     assert summary.read == 1 and summary.clips >= 11  # the light one: its frames kept (it had 12 clips)
+    assert summary.damaged == 1 and "1 with damaged packets skipped" in summary.text()
+    [shard] = (tmp_path / "out" / "shards").glob("*.json")
+    assert json.loads(shard.read_text())["videos"][1]["damaged_packets"] >= 1  # light.mp4, after heavy
     [(path, reason)] = summary.skipped
     assert path == "class/heavy.mp4" and reason.startswith("damaged: ")
     assert "packet(s) could not be decoded" in reason
