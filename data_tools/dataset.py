@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data_tools.prepare import FORMAT
+from data_tools.storage import REMAKE, check_shards
 
 
 class ClipDataset(Dataset):
@@ -34,6 +35,10 @@ class ClipDataset(Dataset):
         self.classes: list[str] = list(self.meta["classes"])
         self.clip_shape = tuple(self.meta["clip_shape"])  # (T, S, S, 3)
         self.shard_files = [self.root / "shards" / s["file"] for s in self.meta["shards"]]
+        try:
+            check_shards(self.root, self.meta["shards"], self.clip_shape[1:])
+        except (OSError, ValueError) as e:
+            raise type(e)(f"{e}; {REMAKE}") from None
         paths, labels, starts, shards, offsets = [], [], [], [], []
         with open(self.root / "index.csv", newline="") as f:
             for row in csv.DictReader(f):

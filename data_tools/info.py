@@ -8,6 +8,8 @@ from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
+from data_tools.storage import REMAKE, check_shards
+
 
 _RANGES = {0: "unspecified", 1: "limited", 2: "full", None: "unknown"}
 
@@ -28,6 +30,10 @@ def describe_dataset(root: Path) -> str:
             raise ValueError(f"{root} is an unfinished `vidgan prepare` run: rerun it to finish")
         raise ValueError(f"{root} is not a `vidgan prepare` output folder (no meta.json)")
     meta = json.loads(meta_path.read_text())
+    try:
+        check_shards(root, meta["shards"], tuple(meta["clip_shape"][1:]))
+    except (OSError, ValueError) as e:
+        raise type(e)(f"{e}; {REMAKE}") from None
     counts, opts = meta["counts"], meta["options"]
     per_class: Counter = Counter()
     with open(root / "index.csv", newline="") as f:

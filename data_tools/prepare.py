@@ -40,7 +40,8 @@ from data_tools.cores import usable_cores
 from data_tools.discover import discover
 from data_tools.job import VideoTask, part_key
 from data_tools.workers import run_tasks
-from data_tools.storage import FrameFileWriter, atomic_write_bytes, atomic_write_json, atomic_write_text
+from data_tools.storage import (FrameFileWriter, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                                check_shards)
 
 FORMAT = "vidgan-clips/1"
 BACKENDS = ("auto", "pyav", "decord")
@@ -482,25 +483,33 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
             raise PrepareError(f"--out {out} holds files vidgan did not write ({', '.join(foreign[:3])}); "
                                "choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
+    frame_shape = (options.size, options.size, 3)
     with _exclusive(out):
+        start_over = overwrite
         if meta_path.exists():
             meta = _load_json(meta_path)
             if meta.get("fingerprint") == fingerprint and not overwrite:
-                summary = _summary_from_shards(out, [_load_json(shards_dir / f"{s['file'][:-4]}.json")
-                                                     for s in meta["shards"]], found.excluded)
-                summary.already_done = True
-                shutil.rmtree(work, ignore_errors=True)  # left by a run killed just after its metadata
-                return summary
-            if not overwrite:
+                try:
+                    check_shards(out, meta["shards"], frame_shape)
+                except (OSError, ValueError) as e:  # finished once, damaged since: made again
+                    log(f"{e}: {out} was finished once, and is made anew")
+                    start_over = True
+                else:
+                    summary = _summary_from_shards(
+                        out, [_load_json(shards_dir / f"{s['file'][:-4]}.json") for s in meta["shards"]],
+                        found.excluded)
+                    summary.already_done = True
+                    shutil.rmtree(work, ignore_errors=True)  # left by a run killed just after its metadata
+                    return summary
+            elif not overwrite:
                 raise PrepareError(f"{out} holds a dataset prepared from other videos or options; "
                                    "choose another --out or pass --overwrite to replace it")
         plan_path = work / "plan.json"
-        plan = _load_json(plan_path) if plan_path.exists() else None
+        plan = _load_json(plan_path) if plan_path.exists() and not start_over else None
         if plan is not None and plan.get("fingerprint") != fingerprint and not overwrite:
             raise PrepareError(f"{out} holds an interrupted run over other videos or options; "
                                "choose another --out or pass --overwrite to start over")
         versions = _versions()
-        start_over = overwrite
         if plan is not None and plan.get("versions") != versions and not overwrite:
             # Its frames came from another decoder or converter: resuming would mix the two.
             changed = _changed_versions(plan.get("versions"), versions)
@@ -528,7 +537,6 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
         covered = committed[-1]["first_video"] + len(committed[-1]["videos"]) if committed else 0
 
         videos = found.videos
-        frame_shape = (options.size, options.size, 3)
         assembler = _ShardAssembler(out, parts, videos, covered, len(committed), frame_shape,
                                     options.shard_mb * 2**20, options.frames)
         tasks: list[VideoTask] = []

@@ -64,6 +64,36 @@ def npy_header(shape: tuple[int, ...], dtype: str = "|u1") -> bytes:
     return prefix + len(text).to_bytes(2, "little") + text
 
 
+# What to do about a damaged prepared folder
+REMAKE = "run the same `vidgan prepare` command again: it makes the folder anew"
+
+
+def check_shards(root: Path, shards: list[dict], frame_shape: tuple[int, ...]) -> None:
+    """Raise, naming the file, when a shard listed in a prepared folder's metadata is missing or does
+    not hold the frames it should (a copy cut short, a file edited or deleted): better at once than
+    as an obscure memory-map error halfway through training. Reads only the headers."""
+    frame_bytes = int(np.prod(frame_shape))
+    for shard in shards:
+        path = Path(root) / "shards" / shard["file"]
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, _ = read_header(f)
+                data_start = f.tell()
+            size = os.path.getsize(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} is missing") from None
+        except ValueError as e:
+            raise ValueError(f"{path} is not a NumPy array file ({e})") from None
+        expected_shape = (shard["frames"], *frame_shape)
+        expected_size = data_start + shard["frames"] * frame_bytes
+        if tuple(shape) != expected_shape or size != expected_size:
+            raise ValueError(f"{path} is damaged: {size} bytes of shape {tuple(shape)}, where "
+                             f"{expected_size} bytes of shape {expected_shape} are expected")
+
+
 def _copy_range(src: Path, offset: int, dst, size: int) -> None:
     """Append `size` bytes of file `src` from `offset` to the open file `dst`, inside the kernel
     where it can (no copy through Python)."""

@@ -198,6 +198,29 @@ def test_rerunning_a_finished_job_does_no_work(demo_corpus, tmp_path):
         prepare(demo_corpus, out, PrepareOptions(frames=4, size=32, workers=1), progress=False)
 
 
+@pytest.mark.parametrize("damage", ["deleted", "cut short"])
+def test_a_shard_damaged_after_the_run_is_reported_and_the_same_command_remakes_it(demo_corpus, tmp_path,
+                                                                                 damage):
+    options = PrepareOptions(frames=8, size=16, workers=1)
+    prepare(demo_corpus, tmp_path / "reference", options, progress=False)
+    out = tmp_path / "out"
+    prepare(demo_corpus, out, options, progress=False)
+    shard = out / "shards" / "shard-00000.npy"
+    if damage == "deleted":
+        shard.unlink()
+    else:
+        os.truncate(shard, shard.stat().st_size - 1000)
+    remake = "shard-00000.npy.*run the same `vidgan prepare`"
+    with pytest.raises((FileNotFoundError, ValueError), match=remake):
+        ClipDataset(out)
+    assert run_cli("info", str(out)).returncode == 2
+    messages = []
+    again = prepare(demo_corpus, out, options, progress=False, log=messages.append)
+    assert not again.already_done and "made anew" in messages[0]
+    assert _tree_bytes(out) == _tree_bytes(tmp_path / "reference")
+    assert len(ClipDataset(out)) == again.clips
+
+
 def test_a_run_killed_while_finishing_is_completed_by_the_rerun(demo_corpus, tmp_path):
     # Killed between the index's temporary and its rename: the temporary is the run's own, not a
     # stranger's file, and the rerun finishes the dataset.
