@@ -88,8 +88,10 @@ def run_prepare(args) -> int:
     if summary.clips == 0:
         print("vidgan prepare: error: no clip was written", file=sys.stderr)
         return 1
-    if args.strict and summary.skipped:
-        print(f"vidgan prepare: error: {len(summary.skipped)} file(s) skipped (--strict)", file=sys.stderr)
+    if args.strict and (summary.skipped or summary.damaged):
+        problems = [f"{len(summary.skipped)} file(s) skipped"] if summary.skipped else []
+        problems += [f"{summary.damaged} read with damaged packets skipped"] if summary.damaged else []
+        print(f"vidgan prepare: error: {', '.join(problems)} (--strict)", file=sys.stderr)
         return 1
     return 0
 

@@ -121,6 +121,10 @@ def test_a_damaged_packet_is_skipped_as_a_player_skips_it_and_heavy_damage_is_re
                       progress=False)
     assert summary.read == 1 and summary.clips >= 11  # the light one: its frames kept (it had 12 clips)
     assert summary.damaged == 1 and "1 with damaged packets skipped" in summary.text()
+    (src / "heavy.mp4").unlink()
+    result = run_cli("prepare", str(tmp_path / "src"), "--out", str(tmp_path / "strict"), "--frames", "8",
+                     "--size", "16", "--quiet", "--strict")
+    assert result.returncode == 1 and "1 read with damaged packets skipped (--strict)" in result.stderr
     [shard] = (tmp_path / "out" / "shards").glob("*.json")
     assert json.loads(shard.read_text())["videos"][1]["damaged_packets"] >= 1  # light.mp4, after heavy
     [(path, reason)] = summary.skipped
