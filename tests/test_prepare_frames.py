@@ -1,5 +1,6 @@
 """What `vidgan prepare` puts in the clips: counts, stride, timing, geometry and colour."""
 
+import csv
 import json
 import struct
 from fractions import Fraction
@@ -344,3 +345,44 @@ def test_backends_give_the_same_frames_on_the_demo_corpus(demo_corpus, tmp_path)
     idx_a = (tmp_path / "pyav" / "index.csv").read_text().splitlines()
     idx_b = (tmp_path / "decord" / "index.csv").read_text().splitlines()
     assert [r.split(",")[-1] for r in idx_a] == [r.split(",")[-1] for r in idx_b]  # timestamps
+
+
+def _first_clip_times(out):
+    """{path: timestamps of its first clip} from a prepared folder's index."""
+    with open(out / "index.csv", newline="") as f:
+        return {row["path"]: row["timestamps"] for row in csv.DictReader(f) if row["start"] == "0"}
+
+
+def test_timestamps_count_from_the_start_of_the_video_in_both_backends(tmp_path):
+    # A file cut from a longer one, or an MPEG-PS, starts its clock late (here at 2 s, the MPEG-PS
+    # at 0.5 s); a player's clock starts at its first frame all the same, and so do the index's
+    # times, whichever backend reads it (decord counts that way).
+    src = tmp_path / "src"
+    src.mkdir()
+    late = [2000 + 40 * i for i in range(16)]
+    for name in ("late.mkv", "late.mp4"):
+        write_lossless(src / name, [id_frame(i) for i in range(16)], times_ms=late)
+    from_zero = " ".join(f"{0.04 * i:.6f}" for i in range(8))
+    for backend in ("pyav", "decord"):
+        _prepare(src, tmp_path / backend, frames=8, size=16, backend=backend)
+        assert _first_clip_times(tmp_path / backend) == {"late.mkv": from_zero, "late.mp4": from_zero}
+    write_lossless(src / "late.mpg", [id_frame(i) for i in range(16)])
+    with av.open(str(src / "late.mpg")) as container:
+        assert container.streams.video[0].start_time > 0  # the muxer's delay
+    _prepare(src, tmp_path / "auto", frames=8, size=16)
+    assert _first_clip_times(tmp_path / "auto")["late.mpg"] == from_zero
+
+
+def test_decord_declines_mpeg_ts_and_ps_files_it_would_misread(tmp_path):
+    # decord 0.6 returns one frame of such a file and stops, or starts a group of pictures late and
+    # repeats the last frame in place of the missing ones: it is not asked. PyAV reads them.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("broadcast.ts", "dvd.mpg"):
+        write_lossless(src / name, [id_frame(i) for i in range(16)])
+    summary, _ = _prepare(src, tmp_path / "decord", frames=8, size=16, backend="decord")
+    why = "files (it loses frames or shows them out of place); --backend pyav or auto reads them"
+    assert summary.clips == 0 and dict(summary.skipped) == {
+        "broadcast.ts": f"decord cannot read MPEG-TS {why}", "dvd.mpg": f"decord cannot read MPEG-PS {why}"}
+    summary, ds = _prepare(src, tmp_path / "auto", frames=8, size=16)
+    assert summary.skipped == [] and _clip_ids(ds) == [list(range(8)), list(range(8, 16))] * 2

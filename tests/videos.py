@@ -25,13 +25,13 @@ def frame_id(frame: np.ndarray) -> int:
 
 def write_lossless(path: Path, frames, fps: int = 25, times_ms: list[int] | None = None,
                    rotation: int | None = None, sar: Fraction | None = None, b_frames: bool = False) -> Path:
-    """Encode RGB frames losslessly (H.264 RGB, qp 0) into an MKV, MP4 or MPEG-TS; optional explicit
+    """Encode RGB frames losslessly (H.264 RGB, qp 0) into an MKV, MP4, MPEG-TS or MPEG-PS; optional explicit
     frame times (a variable frame rate), display rotation, pixel aspect ratio and B-frames (frames
     decoded out of display order; x264 makes none when lossless, so then qp 1: within a level or
     two, and the ids of `id_frame` survive)."""
     path = Path(path)
     frames = list(frames)
-    container_format = {".mp4": "mp4", ".ts": "mpegts"}.get(path.suffix, "matroska")
+    container_format = {".mp4": "mp4", ".ts": "mpegts", ".mpg": "mpeg"}.get(path.suffix, "matroska")
     with av.open(str(path), "w", format=container_format) as container:
         stream = container.add_stream("libx264rgb", rate=fps)
         stream.height, stream.width = frames[0].shape[:2]

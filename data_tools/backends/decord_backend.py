@@ -2,13 +2,15 @@
 
 decord's bundled FFmpeg applies the display rotation of MP4/MOV files but not of others, and reports
 no pixel aspect ratio: both are read with PyAV (one frame) and the missing rotation applied here, so
-that the two backends give the same frames. decord exists on x86_64 Linux and Windows
-only; elsewhere `available()` is False and PyAV does all the work.
+that the two backends give the same frames. MPEG-TS and MPEG-PS files, which decord misreads, are
+declined. decord exists on x86_64 Linux and Windows only; elsewhere `available()` is False and PyAV
+does all the work.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -27,25 +29,43 @@ def available() -> bool:
     return importlib.util.find_spec("decord") is not None
 
 
-def _display_info(path: str) -> tuple[int, Fraction, bool, tuple[int, int], bool]:
-    """Display rotation (degrees counter-clockwise), pixel aspect ratio, whether the container is of
-    the MP4/MOV family (whose rotation decord applies), the stored (width, height), and whether the
-    format's clock may jump (MPEG-TS), read with PyAV."""
+# Containers decord 0.6 misreads: from an MPEG transport or program stream (.ts, .m2ts, .mpg, .vob)
+# it returns one frame and stops, or starts a group of pictures late and repeats the last frame in
+# place of the missing ones; it gives program streams no timestamps at all.
+MISREAD_FORMATS = {"mpegts": "MPEG-TS", "mpegtsraw": "MPEG-TS", "mpeg": "MPEG-PS"}
+
+
+@dataclass
+class _FileFacts:
+    """What decord does not tell, read with PyAV (defaults where PyAV cannot read the file)."""
+
+    rotation: int = 0  # display rotation, degrees counter-clockwise
+    sar: Fraction = Fraction(1)  # pixel aspect ratio
+    isobmff: bool = False  # an MP4/MOV, whose rotation decord applies itself
+    stored: tuple[int, int] = (0, 0)  # (width, height) as stored
+    jumpy: bool = False  # the format's clock may jump
+    format_name: str = ""
+
+
+def _file_facts(path: str) -> _FileFacts:
     import av
 
     from data_tools.backends.pyav import shown_stream, stream_sar
 
+    facts = _FileFacts()
     try:
         with av.open(path, metadata_errors="ignore") as container:
+            facts.format_name = container.format.name
+            facts.isobmff = "mp4" in facts.format_name or "mov" in facts.format_name
+            facts.jumpy = bool(container.format.flags & av.format.Flags.ts_discont.value)
             stream = shown_stream(container)
-            sar = stream_sar(stream)
-            isobmff = "mp4" in container.format.name or "mov" in container.format.name
-            jumpy = bool(container.format.flags & av.format.Flags.ts_discont.value)
+            facts.sar = stream_sar(stream)
             for frame in container.decode(stream):
-                return normalise_rotation(frame.rotation), sar, isobmff, (frame.width, frame.height), jumpy
+                facts.rotation, facts.stored = normalise_rotation(frame.rotation), (frame.width, frame.height)
+                break
     except (av.error.FFmpegError, IndexError):
         pass
-    return 0, Fraction(1), False, (0, 0), False
+    return facts
 
 
 def _seconds(value: float) -> Fraction:
@@ -59,6 +79,11 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
 
     decord.logging.set_level(decord.logging.QUIET)  # its FFmpeg's log lines would tear the progress bar
     path = str(path)
+    facts = _file_facts(path)
+    if facts.format_name in MISREAD_FORMATS:
+        kind = MISREAD_FORMATS[facts.format_name]
+        raise DecodeError(f"decord cannot read {kind} files (it loses frames or shows them out of place); "
+                          "--backend pyav or auto reads them")
     try:
         reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
     except (decord.DECORDError, RuntimeError) as e:
@@ -70,10 +95,9 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     times = reader.get_frame_timestamp(range(count))  # [count, 2] start and end, seconds
     rate = reader.get_avg_fps()
     nominal = _seconds(1 / rate) if rate and rate > 0 else Fraction(1, 25)
-    rotation, sar, isobmff, stored, jumpy = _display_info(path)
     cursor = 0  # index of the frame the reader returns next
     resizer: AreaResizer | None = None
-    decord_rotates = isobmff  # decided again on the first frame where its shape tells
+    decord_rotates = facts.isobmff  # decided again on the first frame where its shape tells
 
     def convert(index: int) -> np.ndarray:
         nonlocal cursor, resizer, decord_rotates
@@ -84,13 +108,14 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
         except (decord.DECORDError, RuntimeError, StopIteration) as e:
             raise DecodeError(f"decord failed at frame {index} ({e})") from None
         cursor = index + 1
-        if resizer is None and rotation in (90, 270) and stored[0] != stored[1]:
-            decord_rotates = rgb.shape[:2] == (stored[0], stored[1])  # [H, W] = stored [W, H]
-        if rotation and not decord_rotates:
-            rgb = np.rot90(rgb, k=rotation // 90)
+        width, height = facts.stored
+        if resizer is None and facts.rotation in (90, 270) and width != height:
+            decord_rotates = rgb.shape[:2] == (width, height)  # [H, W] = stored [W, H]
+        if facts.rotation and not decord_rotates:
+            rgb = np.rot90(rgb, k=facts.rotation // 90)
         if resizer is None:
             h, w = rgb.shape[:2]
-            box_sar = 1 / sar if rotation in (90, 270) else sar
+            box_sar = 1 / facts.sar if facts.rotation in (90, 270) else facts.sar
             resizer = AreaResizer(square_crop(w, h, box_sar), size)
         return resizer(rgb)
 
@@ -98,7 +123,7 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     for index in range(count):
         start, end = _seconds(times[index, 0]) + restart_shift, _seconds(times[index, 1]) + restart_shift
         if previous is not None and (start < previous[0] or  # the clock restarts: play on (as PyAV)
-                                     (jumpy and start - previous[1] > TIMESTAMP_JUMP_SECONDS)):
+                                     (facts.jumpy and start - previous[1] > TIMESTAMP_JUMP_SECONDS)):
             shift = previous[1] - start if previous[1] > previous[0] else previous[0] + nominal - start
             restart_shift, start, end = restart_shift + shift, start + shift, end + shift
         previous = start, end

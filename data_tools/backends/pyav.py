@@ -189,6 +189,9 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     nominal = 1 / Fraction(rate) if rate else None
     step = max(1, round(nominal / time_base)) if nominal else None  # nominal interval in ticks
     stats.declared_frames = int(stream.frames or 0)
+    # Times count from the start of the video stream, as a player's clock does (and decord's): an
+    # MPEG-TS starts at 1.4 s or at a broadcast's hour, a trimmed MKV or MP4 where its cut fell.
+    origin = stream.start_time  # in ticks; None where the file does not say: the first frame's time
     sar = stream_sar(stream)
     converter: _FrameConverter | None = None
     converter_key: tuple | None = None
@@ -284,9 +287,11 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
                         restart_shift += last_pts + (step or 1) - pts
                         pts = last_pts + (step or 1)
                 last_pts = pts
+                if origin is None:
+                    origin = pts
                 stats.decoded_frames = decoded
                 duration = frame.duration
-                yield SourceFrame(convert, frame, pts, time_base, duration or None,
+                yield SourceFrame(convert, frame, pts - origin, time_base, duration or None,
                                   None if duration else nominal)
         if decoded == 0 and damaged:
             raise undecodable(damaged[0])
