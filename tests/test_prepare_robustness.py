@@ -665,6 +665,19 @@ def test_info_describes_a_prepared_folder_and_a_video(demo_corpus, tmp_path):
     assert "codec: mpeg4" in result.stdout and "size: 160x120" in result.stdout
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in Linux's /proc")
+def test_the_data_commands_start_no_blas_threads(demo_corpus, tmp_path):
+    # Importing numpy starts a BLAS thread per core, each spinning for about 0.1 s; prepare, synth and
+    # info never multiply matrices, and their workers are one thread each.
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    code = ("import os, sys; from vidgan.cli import main; main(sys.argv[1:]); "
+            "print(len(os.listdir('/proc/self/task')))")
+    video = sorted(demo_corpus.rglob("*.avi"))[0]
+    result = subprocess.run([sys.executable, "-c", code, "info", str(video)], env=env, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "1"
+
+
 def _first_video_slow(task, sink):
     """A worker body that takes its time over the first video, so that the others finish first."""
     from data_tools.job import run_task

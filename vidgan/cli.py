@@ -4,13 +4,14 @@ subcommand, so `vidgan --help` answers at once."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from data_tools.cli import add_prepare_parser, add_synth_parser
-from vidgan.evaluate import add_eval_parser
-from vidgan.inpaint import add_inpaint_parser
-from vidgan.sample import add_interpolate_parser, add_sample_parser
+# Commands that never multiply matrices. For them numpy's OpenBLAS gets one thread: at import it
+# starts one per core, each spinning for about 0.1 s, on the cores `prepare` is forking its
+# decoders onto (about 0.1 s of CPU on 2 cores, with each core more).
+_NO_BLAS_COMMANDS = {"prepare", "synth", "info"}
 
 
 def _add_info_parser(subparsers) -> None:
@@ -39,6 +40,11 @@ def _add_train_parser(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from data_tools.cli import add_prepare_parser, add_synth_parser
+    from vidgan.evaluate import add_eval_parser
+    from vidgan.inpaint import add_inpaint_parser
+    from vidgan.sample import add_interpolate_parser, add_sample_parser
+
     parser = argparse.ArgumentParser(prog="vidgan", description="Video GANs: data, training, sampling.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_prepare_parser(subparsers)
@@ -58,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         from vidgan.train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] and argv[0] in _NO_BLAS_COMMANDS and "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
     return args.run(args)
 
