@@ -40,7 +40,7 @@ from data_tools.cores import usable_cores
 from data_tools.discover import discover
 from data_tools.job import VideoTask, part_key
 from data_tools.workers import run_tasks
-from data_tools.storage import (FrameFileWriter, atomic_write_bytes, atomic_write_json, atomic_write_text,
+from data_tools.storage import (AtomicTextWriter, FrameFileWriter, atomic_write_bytes, atomic_write_json,
                                 check_shards)
 
 FORMAT = "vidgan-clips/1"
@@ -141,6 +141,22 @@ class Summary:
     seconds: float = 0.0  # of this run
     workers: int = 0  # decode processes of this run
     already_done: bool = False
+
+    def count_shard(self, shard: dict) -> None:
+        """Add a shard's videos (records as in shards/*.json) to the counts."""
+        self.frames_stored += shard["frames"]
+        for video in shard["videos"]:
+            self.count_video(video)
+
+    def count_video(self, video: dict) -> None:
+        self.videos += 1
+        if video["status"] == "ok":
+            self.read += 1
+            self.clips += len(video["clips"])
+            self.too_short += not video["clips"]
+            self.damaged += bool(video.get("damaged_packets"))
+        else:
+            self.skipped.append((video["path"], video["reason"]))
 
     @property
     def frames_per_second(self) -> float:
@@ -266,7 +282,7 @@ class _ShardAssembler:
     that finishes ahead of its turn waits, in memory up to `HOLD_BYTES` in all, else in a part file."""
 
     def __init__(self, out: Path, parts: Path, videos: list, first_video: int, shard_index: int,
-                 frame_shape: tuple[int, int, int], shard_bytes: int, clip_frames: int):
+                 frame_shape: tuple[int, int, int], shard_bytes: int, clip_frames: int, index, tally: Summary):
         self.shards = out / "shards"
         self.parts = parts
         self.videos = videos
@@ -283,12 +299,14 @@ class _ShardAssembler:
         self.direct: tuple[str, int] | None = None  # (path, first frame) of the video in the shard
         self.waiting: dict[str, _Waiting] = {}  # videos being decoded ahead of their turn
         self.held = 0  # bytes of frames held in memory
-        self.committed: list[dict] = []  # shard records committed by this run
-        # Serialised as each video is placed, while the decoders work, so that the end of the run
-        # (the last shard's record, the index) has little left to do:
+        self.committed: list[dict] = []  # file and frames of each shard committed by this run
+        # Each placed video is counted, and its index rows and record serialised, while the decoders
+        # work, so that the end of the run has little left to do; only the open shard's records are
+        # kept, so that memory does not grow with the dataset.
         self.clip_frames = clip_frames
+        self.index = index  # text file: index.csv rows, in order
+        self.tally = tally
         self.record_texts: list[str] = []  # JSON of each video record of the open shard
-        self.index_rows: list[str] = []  # index.csv rows of every video placed by this run
 
     # frames of videos being decoded (the FrameReceiver of data_tools.workers)
 
@@ -372,7 +390,8 @@ class _ShardAssembler:
         placed = dict(record, shard_offset=start)
         self.records.append(placed)
         self.record_texts.append(json.dumps(placed, sort_keys=True))
-        self.index_rows.append(_video_index_rows(placed, self.shard_index, self.clip_frames))
+        self.index.write(_video_index_rows(placed, self.shard_index, self.clip_frames))
+        self.tally.count_video(placed)
         self.next_video += 1
         if self.writer.count >= self.shard_frames or self.next_video == len(self.videos):
             self._commit()
@@ -390,7 +409,8 @@ class _ShardAssembler:
             key = part_key(record["path"])
             (self.parts / f"{key}.npy").unlink(missing_ok=True)
             (self.parts / f"{key}.json").unlink(missing_ok=True)
-        self.committed.append(shard)
+        self.committed.append({"file": shard["file"], "frames": shard["frames"]})
+        self.tally.frames_stored += shard["frames"]
         self.writer, self.records, self.record_texts = None, [], []
         self.shard_index += 1
 
@@ -495,10 +515,10 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
                     log(f"{e}: {out} was finished once, and is made anew")
                     start_over = True
                 else:
-                    summary = _summary_from_shards(
-                        out, [_load_json(shards_dir / f"{s['file'][:-4]}.json") for s in meta["shards"]],
-                        found.excluded)
-                    summary.already_done = True
+                    summary = Summary(out=out, already_done=True)
+                    for shard in meta["shards"]:  # one at a time: a large dataset's records are many
+                        summary.count_shard(_load_json(shards_dir / f"{shard['file'][:-4]}.json"))
+                    summary.skipped = sorted(summary.skipped + found.excluded)
                     shutil.rmtree(work, ignore_errors=True)  # left by a run killed just after its metadata
                     return summary
             elif not overwrite:
@@ -530,60 +550,28 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
         atomic_write_json(plan_path, {"fingerprint": fingerprint, "options": options.dataset_options(),
                                       "versions": versions})
 
-        # Shards committed by an interrupted run cover a prefix of the sorted videos.
-        committed: list[dict] = []
-        while (shards_dir / f"shard-{len(committed):05d}.json").exists():
-            committed.append(_load_json(shards_dir / f"shard-{len(committed):05d}.json"))
-        covered = committed[-1]["first_video"] + len(committed[-1]["videos"]) if committed else 0
-
-        videos = found.videos
-        assembler = _ShardAssembler(out, parts, videos, covered, len(committed), frame_shape,
-                                    options.shard_mb * 2**20, options.frames)
-        tasks: list[VideoTask] = []
-        for i in range(covered, len(videos)):
-            v = videos[i]
-            key = part_key(v.rel_path)
-            record_path = parts / f"{key}.json"
-            if record_path.exists():  # finished by an interrupted run, waiting for its turn
-                record = _load_json(record_path)
-                if record["status"] != "ok" or record["frames"] == 0 or (parts / f"{key}.npy").exists():
-                    assembler.ready[i] = (record, None)
-                    continue
-            tasks.append(VideoTask(
-                source=str((src / v.rel_path).absolute()), rel_path=v.rel_path, label=v.label,
-                frames=options.frames, stride=options.clip_stride, size=options.size,
-                fps=None if options.fps is None else str(options.fps), max_clips=options.max_clips,
-                backend=options.backend))
-        workers = min(options.workers or usable_cores(), max(1, len(tasks)))
-        tasks = _dispatch_order(tasks, [videos[assembler.index_of[t.rel_path]].size for t in tasks], workers)
-
-        started = time.perf_counter()
-        decoded = 0
-        bar = _ProgressBar(total=len(videos), initial=len(videos) - len(tasks), unit="video",
-                           disable=not progress, dynamic_ncols=True, desc="prepare")
+        summary = Summary(out=out)  # counts each video as it is placed
+        index = AtomicTextWriter(out / "index.csv")  # rows written as videos are placed
         try:
-            assembler.drain()
-            for record in run_tasks(tasks, workers, assembler):
-                decoded += record["decoded_frames"]
-                if record["status"] != "ok":
-                    bar.write(f"skipped {record['path']}: {record['reason']}")
-                assembler.finish(record)
-                bar.update(1)
-                elapsed = time.perf_counter() - started
-                bar.set_postfix_str(f"{decoded / max(elapsed, 1e-9):.0f} frames/s")
+            index.write(INDEX_HEADER)
+            committed, covered = _count_committed(shards_dir, summary, index, options.frames)
+            assembler = _ShardAssembler(out, parts, found.videos, covered, len(committed), frame_shape,
+                                        options.shard_mb * 2**20, options.frames, index, summary)
+            tasks = _tasks_left(src, found.videos, covered, parts, assembler, options)
+            workers = min(options.workers or usable_cores(), max(1, len(tasks)))
+            tasks = _dispatch_order(tasks, [found.videos[assembler.index_of[t.rel_path]].size for t in tasks],
+                                    workers)
+            started = time.perf_counter()
+            decoded = _decode(tasks, workers, assembler, len(found.videos), progress)
         except BaseException:
-            assembler.abort()
+            index.abort()
             raise
-        finally:
-            bar.close()
 
         shards = committed + assembler.committed
-        summary = _summary_from_shards(out, shards, found.excluded)
+        summary.skipped = sorted(summary.skipped + found.excluded)
         summary.frames_decoded, summary.seconds = decoded, time.perf_counter() - started
         summary.workers = workers if tasks else 0
-        earlier_rows = [_video_index_rows(v, s["index"], options.frames)
-                        for s in committed for v in s["videos"]]
-        atomic_write_text(out / "index.csv", "".join([INDEX_HEADER, *earlier_rows, *assembler.index_rows]))
+        index.commit()
         atomic_write_json(out / "skipped.json",
                           [{"path": p, "reason": r} for p, r in sorted(summary.skipped)])
         atomic_write_json(meta_path, {
@@ -596,26 +584,72 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
             "counts": {"videos": summary.videos, "read": summary.read, "too_short": summary.too_short,
                        "skipped": len(summary.skipped), "clips": summary.clips,
                        "frames_stored": summary.frames_stored},
-            "shards": [{"file": s["file"], "frames": s["frames"]} for s in shards],
+            "shards": shards,
             "versions": versions,
         })
         shutil.rmtree(work, ignore_errors=True)
         return summary
 
 
-def _summary_from_shards(out: Path, shards: list[dict], excluded: list[tuple[str, str]]) -> Summary:
-    summary = Summary(out=out)
-    for shard in shards:
-        summary.frames_stored += shard["frames"]
-        for v in shard["videos"]:
-            summary.videos += 1
-            if v["status"] == "ok":
-                summary.read += 1
-                summary.clips += len(v["clips"])
-                summary.too_short += not v["clips"]
-                summary.damaged += bool(v.get("damaged_packets"))
-            else:
-                summary.skipped.append((v["path"], v["reason"]))
-    summary.skipped += list(excluded)
-    summary.skipped.sort()
-    return summary
+def _count_committed(shards_dir: Path, summary: Summary, index: AtomicTextWriter,
+                     clip_frames: int) -> tuple[list[dict], int]:
+    """Count and index the shards an interrupted run committed, one at a time (a prefix of the
+    sorted videos); returns the file and frames of each, and how many videos they hold."""
+    committed: list[dict] = []
+    covered = 0
+    while (path := shards_dir / f"shard-{len(committed):05d}.json").exists():
+        shard = _load_json(path)
+        summary.count_shard(shard)
+        for video in shard["videos"]:
+            index.write(_video_index_rows(video, shard["index"], clip_frames))
+        committed.append({"file": shard["file"], "frames": shard["frames"]})
+        covered = shard["first_video"] + len(shard["videos"])
+    return committed, covered
+
+
+def _tasks_left(src: Path, videos: list, covered: int, parts: Path, assembler: _ShardAssembler,
+                options: PrepareOptions) -> list[VideoTask]:
+    """The videos after the committed shards still to decode, in sorted order. Those an interrupted
+    run finished (a record, and their frames in a part file) go to the assembler instead."""
+    tasks: list[VideoTask] = []
+    for i in range(covered, len(videos)):
+        v = videos[i]
+        key = part_key(v.rel_path)
+        record_path = parts / f"{key}.json"
+        if record_path.exists():  # finished by an interrupted run, waiting for its turn
+            record = _load_json(record_path)
+            if record["status"] != "ok" or record["frames"] == 0 or (parts / f"{key}.npy").exists():
+                assembler.ready[i] = (record, None)
+                continue
+        tasks.append(VideoTask(
+            source=str((src / v.rel_path).absolute()), rel_path=v.rel_path, label=v.label,
+            frames=options.frames, stride=options.clip_stride, size=options.size,
+            fps=None if options.fps is None else str(options.fps), max_clips=options.max_clips,
+            backend=options.backend))
+    return tasks
+
+
+def _decode(tasks: list[VideoTask], workers: int, assembler: _ShardAssembler, total: int,
+            progress: bool) -> int:
+    """Decode `tasks` in `workers` processes into the assembler's shards, with a progress bar over
+    all `total` videos; returns the frames decoded."""
+    started = time.perf_counter()
+    decoded = 0
+    bar = _ProgressBar(total=total, initial=total - len(tasks), unit="video", disable=not progress,
+                       dynamic_ncols=True, desc="prepare")
+    try:
+        assembler.drain()
+        for record in run_tasks(tasks, workers, assembler):
+            decoded += record["decoded_frames"]
+            if record["status"] != "ok":
+                bar.write(f"skipped {record['path']}: {record['reason']}")
+            assembler.finish(record)
+            bar.update(1)
+            elapsed = time.perf_counter() - started
+            bar.set_postfix_str(f"{decoded / max(elapsed, 1e-9):.0f} frames/s")
+    except BaseException:
+        assembler.abort()
+        raise
+    finally:
+        bar.close()
+    return decoded

@@ -49,8 +49,28 @@ def atomic_write_json(path: Path, obj, durable: bool = True, indent: int | None 
     atomic_write_bytes(path, (json.dumps(obj, indent=indent, sort_keys=True) + "\n").encode(), durable)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+class AtomicTextWriter:
+    """A text file written bit by bit under a temporary name, durable and renamed by `commit()`: for
+    files too big to build in memory first (the index of a large dataset)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.file = open(self.tmp, "w", encoding="utf-8", newline="", buffering=2**20)
+
+    def write(self, text: str) -> None:
+        self.file.write(text)
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+        fsync_dir(self.path.parent)
+
+    def abort(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def npy_header(shape: tuple[int, ...], dtype: str = "|u1") -> bytes:
