@@ -282,7 +282,8 @@ class _ShardAssembler:
     that finishes ahead of its turn waits, in memory up to `HOLD_BYTES` in all, else in a part file."""
 
     def __init__(self, out: Path, parts: Path, videos: list, first_video: int, shard_index: int,
-                 frame_shape: tuple[int, int, int], shard_bytes: int, clip_frames: int, index, tally: Summary):
+                 frame_shape: tuple[int, int, int], shard_bytes: int, clip_frames: int,
+                 index: AtomicTextWriter, tally: Summary):
         self.shards = out / "shards"
         self.parts = parts
         self.videos = videos
@@ -292,7 +293,7 @@ class _ShardAssembler:
         self.frame_shape = frame_shape
         self.shard_frames = max(1, shard_bytes // int(np.prod(frame_shape)))
         self.writer: FrameFileWriter | None = None
-        self.records: list[dict] = []
+        self.paths: list[str] = []  # videos of the open shard
         self.first_video = first_video
         # finished videos waiting for their turn: record, and frames (None: in a part of an earlier run)
         self.ready: dict[int, tuple[dict, _Waiting | None]] = {}
@@ -366,7 +367,7 @@ class _ShardAssembler:
     def _open_shard(self) -> FrameFileWriter:
         if self.writer is None:
             self.writer = FrameFileWriter(self.shards / f"shard-{self.shard_index:05d}.npy", self.frame_shape)
-            self.records, self.first_video = [], self.next_video
+            self.paths, self.first_video = [], self.next_video
         return self.writer
 
     def drain(self) -> None:
@@ -388,7 +389,7 @@ class _ShardAssembler:
 
     def _append(self, record: dict, start: int) -> None:
         placed = dict(record, shard_offset=start)
-        self.records.append(placed)
+        self.paths.append(record["path"])
         self.record_texts.append(json.dumps(placed, sort_keys=True))
         self.index.write(_video_index_rows(placed, self.shard_index, self.clip_frames))
         self.tally.count_video(placed)
@@ -399,19 +400,19 @@ class _ShardAssembler:
     def _commit(self) -> None:
         self.writer.commit()
         shard = {"index": self.shard_index, "file": f"shard-{self.shard_index:05d}.npy",
-                 "first_video": self.first_video, "frames": self.writer.count, "videos": self.records}
-        # json.dumps(shard, sort_keys=True), from the records serialised as they were placed
-        # ("videos" sorts after the other keys)
-        head = json.dumps({k: v for k, v in shard.items() if k != "videos"}, sort_keys=True)
+                 "first_video": self.first_video, "frames": self.writer.count}
+        # json.dumps(shard with its "videos", sort_keys=True), from the records serialised as they
+        # were placed ("videos" sorts after the other keys)
+        head = json.dumps(shard, sort_keys=True)
         text = f'{head[:-1]}, "videos": [{", ".join(self.record_texts)}]}}\n'
         atomic_write_bytes(self.shards / f"shard-{self.shard_index:05d}.json", text.encode())
-        for record in self.records:
-            key = part_key(record["path"])
+        for path in self.paths:
+            key = part_key(path)
             (self.parts / f"{key}.npy").unlink(missing_ok=True)
             (self.parts / f"{key}.json").unlink(missing_ok=True)
         self.committed.append({"file": shard["file"], "frames": shard["frames"]})
         self.tally.frames_stored += shard["frames"]
-        self.writer, self.records, self.record_texts = None, [], []
+        self.writer, self.paths, self.record_texts = None, [], []
         self.shard_index += 1
 
     def abort(self) -> None:
