@@ -276,7 +276,7 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
                 decoded += 1
                 pts = frame.pts  # decoded frames are timed in the stream's time base
                 if pts is None:  # no timestamp: one nominal frame interval after the previous frame
-                    pts = 0 if last_pts is None else last_pts + (step or 1)
+                    pts = (origin or 0) if last_pts is None else last_pts + (step or 1)
                 else:
                     pts += restart_shift
                     leap = jump is not None and last_pts is not None and pts - last_pts > jump
