@@ -386,3 +386,19 @@ def test_decord_declines_mpeg_ts_and_ps_files_it_would_misread(tmp_path):
         "broadcast.ts": f"decord cannot read MPEG-TS {why}", "dvd.mpg": f"decord cannot read MPEG-PS {why}"}
     summary, ds = _prepare(src, tmp_path / "auto", frames=8, size=16)
     assert summary.skipped == [] and _clip_ids(ds) == [list(range(8)), list(range(8, 16))] * 2
+
+
+def test_a_video_decord_returns_malformed_frames_of_is_skipped_and_the_run_goes_on(tmp_path):
+    # decord 0.6 gives frames 48 pixels wide the shape [H, 48, 4]: reported as that video's problem,
+    # where it stopped the whole run as a bug. PyAV reads such a video.
+    src = tmp_path / "src"
+    src.mkdir()
+    write_lossless(src / "narrow.mkv", [id_frame(i, 32, 48) for i in range(8)])
+    write_lossless(src / "wide.mkv", [id_frame(i, 32, 64) for i in range(8)])
+    summary, ds = _prepare(src, tmp_path / "decord", frames=8, size=16, backend="decord")
+    assert summary.skipped == [("narrow.mkv", "decord returned frames of shape (32, 48, 4), not [H, W, 3]; "
+                                              "--backend pyav or auto reads it")]
+    assert [ds[i]["path"] for i in range(len(ds))] == ["wide.mkv"]
+    summary, ds = _prepare(src, tmp_path / "auto", frames=8, size=16)
+    assert summary.skipped == [] and _clip_ids(ds) == [list(range(8))] * 2
+

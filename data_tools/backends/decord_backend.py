@@ -108,6 +108,9 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
         except (decord.DECORDError, RuntimeError, StopIteration) as e:
             raise DecodeError(f"decord failed at frame {index} ({e})") from None
         cursor = index + 1
+        if rgb.ndim != 3 or rgb.shape[2] != 3:  # decord 0.6 does so at some widths (12, 16, 24, 48, 72)
+            raise DecodeError(f"decord returned frames of shape {tuple(rgb.shape)}, not [H, W, 3]; "
+                              "--backend pyav or auto reads it")
         width, height = facts.stored
         if resizer is None and facts.rotation in (90, 270) and width != height:
             decord_rotates = rgb.shape[:2] == (width, height)  # [H, W] = stored [W, H]
