@@ -12,7 +12,7 @@ import pytest
 from data_tools import PrepareOptions, prepare
 from data_tools.synth import encode_video
 from data_tools.dataset import ClipDataset
-from videos import frame_id, has_b_frames, id_frame, write_lossless, write_with_leading_still
+from videos import frame_id, has_b_frames, id_frame, write_cut, write_lossless, write_with_leading_still
 
 
 def _prepare(src, out, **options):
@@ -401,4 +401,21 @@ def test_a_video_decord_returns_malformed_frames_of_is_skipped_and_the_run_goes_
     assert [ds[i]["path"] for i in range(len(ds))] == ["wide.mkv"]
     summary, ds = _prepare(src, tmp_path / "auto", frames=8, size=16)
     assert summary.skipped == [] and _clip_ids(ds) == [list(range(8))] * 2
+
+
+def test_frames_an_mp4_edit_list_drops_are_neither_shown_nor_counted(tmp_path):
+    # A file cut without re-encoding keeps the group of pictures before its cut, and an edit list that
+    # drops those frames: a player starts at the cut, and so do the clips. PyAV's reader skipped such
+    # a file as truncated (fewer frames than the container declares); decord shifts the frames and
+    # repeats the last in place of the dropped ones, so it declines the file.
+    src = tmp_path / "src"
+    src.mkdir()
+    write_cut(src / "cut.mp4", [id_frame(i) for i in range(100)], dropped=40)
+    summary, ds = _prepare(src, tmp_path / "auto", frames=8, size=16)
+    assert summary.skipped == [] and _clip_ids(ds) == [list(range(s, s + 8)) for s in range(40, 96, 8)]
+    from_the_cut = " ".join(f"{0.04 * i:.6f}" for i in range(8))
+    assert _first_clip_times(tmp_path / "auto") == {"cut.mp4": from_the_cut}
+    summary, _ = _prepare(src, tmp_path / "decord", frames=8, size=16, backend="decord")
+    assert summary.clips == 0 and dict(summary.skipped)["cut.mp4"].startswith(
+        "decord cannot read an edit list that drops frames (here 40,")
 

@@ -56,6 +56,31 @@ def write_lossless(path: Path, frames, fps: int = 25, times_ms: list[int] | None
     return path
 
 
+def write_cut(path: Path, frames, dropped: int, fps: int = 25) -> Path:
+    """An MP4 as a cut without re-encoding leaves it (`ffmpeg -ss T -c copy`): the frames before the
+    cut are still stored, for the frames after them need them, and an edit list drops the first
+    `dropped`, so a player starts at frame `dropped`. Lossless, one group of pictures."""
+    path = Path(path)
+    frames = list(frames)
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264rgb", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "rgb24"
+        stream.options = {"qp": "0", "preset": "ultrafast", "g": str(len(frames))}
+        stream.codec_context.time_base = Fraction(1, fps)
+        packets = []
+        for i, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            packets += stream.encode(frame)
+        packets += stream.encode()
+        for packet in packets:  # timestamps below 0 are what the edit list drops
+            packet.pts -= dropped
+            packet.dts -= dropped
+            container.mux(packet)
+    return path
+
+
 def write_with_leading_still(path: Path, frames, fps: int = 25) -> Path:
     """An MKV whose first video stream is one MJPEG picture (a cover or thumbnail track) and whose
     second holds `frames`, lossless: the stream a player shows is the second."""

@@ -45,6 +45,7 @@ class _FileFacts:
     stored: tuple[int, int] = (0, 0)  # (width, height) as stored
     jumpy: bool = False  # the format's clock may jump
     format_name: str = ""
+    dropped: int = 0  # frames an MP4/MOV edit list drops (a file cut without re-encoding)
 
 
 def _file_facts(path: str) -> _FileFacts:
@@ -60,6 +61,9 @@ def _file_facts(path: str) -> _FileFacts:
             facts.jumpy = bool(container.format.flags & av.format.Flags.ts_discont.value)
             stream = shown_stream(container)
             facts.sar = stream_sar(stream)
+            if facts.isobmff:  # the only family with edit lists
+                facts.dropped = sum(packet.is_discard for packet in container.demux(stream))
+                container.seek(0, stream=stream)
             for frame in container.decode(stream):
                 facts.rotation, facts.stored = normalise_rotation(frame.rotation), (frame.width, frame.height)
                 break
@@ -84,6 +88,10 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
         kind = MISREAD_FORMATS[facts.format_name]
         raise DecodeError(f"decord cannot read {kind} files (it loses frames or shows them out of place); "
                           "--backend pyav or auto reads them")
+    if facts.dropped:
+        raise DecodeError(f"decord cannot read an edit list that drops frames (here {facts.dropped}, as in a "
+                          "file cut without re-encoding): it shifts the frames shown and repeats the last "
+                          "in place of the dropped; --backend pyav or auto reads it")
     try:
         reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
     except (decord.DECORDError, RuntimeError) as e:

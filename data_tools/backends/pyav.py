@@ -174,6 +174,10 @@ def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.
     return container, stream
 
 
+def _shows_a_frame(packet: av.Packet) -> bool:
+    return bool(packet.size) and not packet.is_discard
+
+
 def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[SourceFrame]:
     """Decoded frames of `path` in display order with their times; conversion to S×S RGB is lazy.
 
@@ -188,7 +192,8 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     nominal = 1 / Fraction(rate) if rate else None
     step = max(1, round(nominal / time_base)) if nominal else None  # nominal interval in ticks
-    stats.declared_frames = int(stream.frames or 0)
+    declared = int(stream.frames or 0)
+    stats.declared_frames = declared
     # Times count from the start of the video stream, as a player's clock does (and decord's): an
     # MPEG-TS starts at 1.4 s or at a broadcast's hour, a trimmed MKV or MP4 where its cut fell.
     origin = stream.start_time  # in ticks; None where the file does not say: the first frame's time
@@ -199,15 +204,27 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     restart_shift = 0  # ticks added to the file's timestamps to keep one clock across its restarts
     jumpy = bool(container.format.flags & av.format.Flags.ts_discont.value)
     jump = round(TIMESTAMP_JUMP_SECONDS / time_base) if jumpy else None  # in ticks
-    demuxed = container.demux(stream)
+    dropped = 0  # packets an edit list drops (an MP4 or MOV cut without re-encoding): never shown
+
+    def demux() -> Iterator[av.Packet]:
+        """The stream's packets; those an edit list drops still count in the declared frames, so
+        they are taken off as they come (leading ones before the first frame is shown)."""
+        nonlocal dropped
+        for packet in container.demux(stream):
+            if packet.is_discard:
+                dropped += 1
+                stats.declared_frames = max(0, declared - dropped) if declared else 0
+            yield packet
+
+    demuxed = demux()
     lookahead: deque = deque()  # packets demuxed (and counted) by frames_left, to be decoded next
     demux_error: av.error.FFmpegError | None = None  # met by frames_left, raised in its turn
-    fed = 0  # non-empty packets sent to the decoder
+    fed = 0  # packets sent to the decoder that give a frame (not empty, not dropped)
     decoded = 0  # frames handed out
 
     def frames_left(limit: int) -> int:
         nonlocal demux_error
-        left = fed - decoded + sum(1 for packet in lookahead if packet.size)
+        left = fed - decoded + sum(1 for packet in lookahead if _shows_a_frame(packet))
         while left < limit:
             if demux_error is not None or len(lookahead) >= LOOKAHEAD_PACKETS:
                 return limit  # cannot tell: decode on
@@ -219,7 +236,7 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
             if packet is None:
                 break
             lookahead.append(packet)
-            left += bool(packet.size)
+            left += _shows_a_frame(packet)
         return limit if decoded > fed else min(left, limit)
 
     stats.frames_left = frames_left
@@ -270,7 +287,7 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
                 if decoded == 0 and len(damaged) >= MAX_DAMAGED_BEFORE_A_FRAME:
                     raise undecodable(damaged[0]) from None
                 continue
-            fed += bool(packet.size)
+            fed += _shows_a_frame(packet)
             sound_after_damage += bool(packet.size)
             for frame in frames:
                 decoded += 1
