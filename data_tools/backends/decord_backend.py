@@ -2,9 +2,10 @@
 
 decord's bundled FFmpeg applies the display rotation of MP4/MOV files but not of others, and reports
 no pixel aspect ratio: both are read with PyAV (one frame) and the missing rotation applied here, so
-that the two backends give the same frames. MPEG-TS and MPEG-PS files, which decord misreads, are
-declined. decord exists on x86_64 Linux and Windows only; elsewhere `available()` is False and PyAV
-does all the work.
+that the two backends give the same frames. Files that decord misreads are declined with the reason
+(MPEG-TS and MPEG-PS files, MP4s whose edit list drops frames), and so are the malformed frames it
+returns at a few widths. decord exists on x86_64 Linux and Windows only; elsewhere `available()` is
+False and PyAV does all the work.
 """
 
 from __future__ import annotations
