@@ -79,12 +79,17 @@ def describe_video(path: Path) -> str:
             pix_fmt, color_range = ctx.pix_fmt, None
         duration = (Fraction(stream.duration) * stream.time_base) if stream.duration else None
         rate = stream.average_rate or stream.guessed_rate
+        container.seek(0, stream=stream)
+        dropped = sum(packet.is_discard for packet in container.demux(stream))  # by an MP4 edit list
+        declared = f"frames declared: {stream.frames or 'unknown'}"
+        if dropped:
+            declared += f" ({dropped} dropped by its edit list, never shown)"
         return "\n".join([
             f"{path}",
             f"container: {container.format.name}, codec: {ctx.name}, pixel format: {pix_fmt}"
             f" (colour range: {_RANGES.get(color_range, color_range)})",
             f"size: {ctx.width}x{ctx.height}, pixel aspect {stream_sar(stream)}, display rotation {rotation}°",
             f"frame rate: {float(rate):.3f}/s" if rate else "frame rate: unknown",
-            f"frames declared: {stream.frames or 'unknown'}, duration: "
+            f"{declared}, duration: "
             + (f"{float(duration):.3f} s" if duration is not None else "unknown"),
         ])

@@ -21,7 +21,7 @@ from conftest import run_cli
 from data_tools import ClipDataset, PrepareError, PrepareOptions, default_out, prepare
 prepare_module = importlib.import_module("data_tools.prepare")  # (the package exports the function)
 from data_tools.synth import encode_video, write_demo_corpus
-from videos import id_frame, write_audio_only, write_lossless
+from videos import id_frame, write_audio_only, write_cut, write_lossless
 
 
 def _tree_bytes(root: Path) -> dict:
@@ -685,6 +685,10 @@ def test_info_describes_a_prepared_folder_and_a_video(demo_corpus, tmp_path):
     video = sorted(demo_corpus.rglob("*.avi"))[0]
     result = run_cli("info", str(video))
     assert "codec: mpeg4" in result.stdout and "size: 160x120" in result.stdout
+    assert "frames declared: 50, duration" in result.stdout
+    cut = write_cut(tmp_path / "cut.mp4", [id_frame(i) for i in range(30)], dropped=10)
+    result = run_cli("info", str(cut))
+    assert "frames declared: 30 (10 dropped by its edit list, never shown)" in result.stdout
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in Linux's /proc")
