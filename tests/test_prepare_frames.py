@@ -419,3 +419,23 @@ def test_frames_an_mp4_edit_list_drops_are_neither_shown_nor_counted(tmp_path):
     assert summary.clips == 0 and dict(summary.skipped)["cut.mp4"].startswith(
         "decord cannot read an edit list that drops frames (here 40,")
 
+
+
+def test_h264_with_b_frames_in_an_avi_is_timed_evenly_by_both_backends(tmp_path):
+    # An AVI stores no presentation times: FFmpeg stamps the packets in decode order, so with B-frames
+    # the frames come out (rightly ordered) with their pts shuffled, and decord gives them no times.
+    # The pts once read as a clock restarting at every B-frame (--fps repeated and dropped frames);
+    # now the decode timestamps time them, as FFmpeg's own tools do, and decord's frames are evenly
+    # timed at the nominal rate.
+    src = tmp_path / "src"
+    src.mkdir()
+    encode_video(src / "b.avi", [id_frame(i) for i in range(40)], 25, "libx264rgb", "rgb24",
+                 {"qp": "1", "bf": "3", "b-adapt": "0"})
+    with av.open(str(src / "b.avi")) as container:
+        shuffled = [frame.pts for frame in container.decode(video=0)]
+    assert shuffled != sorted(shuffled)
+    every_other = " ".join(f"{0.08 * i:.6f}" for i in range(8))
+    for backend in ("pyav", "decord"):
+        _, ds = _prepare(src, tmp_path / backend, frames=8, size=16, backend=backend, fps=Fraction(25, 2))
+        assert _clip_ids(ds) == [list(range(0, 16, 2)), list(range(16, 32, 2))]
+        assert _first_clip_times(tmp_path / backend) == {"b.avi": every_other}

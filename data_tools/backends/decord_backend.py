@@ -131,9 +131,17 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
             resizer = AreaResizer(square_crop(w, h, box_sar), size)
         return resizer(rgb)
 
+    # decord gives some files no timestamps (H.264 with B-frames in an AVI: huge negative numbers);
+    # frames are then evenly timed at the nominal rate. Times count from the first frame, as PyAV's.
+    timed = bool(np.isfinite(times).all() and np.abs(times).max() < 1e9)
+    origin = _seconds(times[0, 0]) if timed else Fraction(0)
     restart_shift, previous = Fraction(0), None  # seconds added to keep one clock across restarts
     for index in range(count):
-        start, end = _seconds(times[index, 0]) + restart_shift, _seconds(times[index, 1]) + restart_shift
+        if timed:
+            start = _seconds(times[index, 0]) - origin + restart_shift
+            end = _seconds(times[index, 1]) - origin + restart_shift
+        else:
+            start, end = index * nominal, (index + 1) * nominal
         if previous is not None and (start < previous[0] or  # the clock restarts: play on (as PyAV)
                                      (facts.jumpy and start - previous[1] > TIMESTAMP_JUMP_SECONDS)):
             shift = previous[1] - start if previous[1] > previous[0] else previous[0] + nominal - start

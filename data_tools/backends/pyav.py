@@ -174,6 +174,85 @@ def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.
     return container, stream
 
 
+class _FrameClock:
+    """Presentation times of decoded frames, in ticks from the first frame shown, as players time
+    them. (A file's clock may start anywhere: an MPEG-TS at 1.4 s or at a broadcast's hour, a cut
+    where the cut fell; decord counts from the first frame too.)
+
+    - Each frame's pts, unless those have gone backwards more often than its decode timestamps: the
+      choice libavcodec makes for its "best effort timestamp" (which PyAV does not expose). H.264
+      with B-frames in an AVI has pts in decode order, and is timed by its decode timestamps. The
+      choice for the first OPENING frames is made once they are all in, so that such a file is
+      timed right from its first frame; then frame by frame.
+    - A frame with neither: one nominal interval after the one before.
+    - Timestamps that step back (streams cut and joined, an MPEG-TS whose counter restarts), or leap
+      ahead where the format's clock may jump: the clock plays on from the frame before, as a
+      player does.
+    """
+
+    OPENING = 4
+
+    def __init__(self, step: int | None, jump: int | None):
+        self.origin: int | None = None  # the first frame's time
+        self.step, self.jump = step or 1, jump
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts: int | None = None
+        self.last_dts: int | None = None
+        self.shift = 0  # ticks added to the file's timestamps to keep one clock across its restarts
+        self.last: int | None = None  # the last time given, on that clock
+        self.opening: list[tuple[av.VideoFrame, int | None, int | None]] | None = []  # None once out
+
+    def time(self, frame: av.VideoFrame) -> int:
+        """The time of the next frame, once the opening is out."""
+        pts, dts = self._count(frame)
+        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
+            return self._time(pts)
+        return self._time(dts)
+
+    def hold(self, frame: av.VideoFrame) -> list[tuple[av.VideoFrame, int]]:
+        """Hold one of the first frames; all of them with their times once the opening is full."""
+        pts, dts = self._count(frame)
+        self.opening.append((frame, pts, dts))
+        return self.release() if len(self.opening) >= self.OPENING else []
+
+    def release(self) -> list[tuple[av.VideoFrame, int]]:
+        """The frames held, timed (also at the end of a stream shorter than the opening)."""
+        held, self.opening = self.opening or [], None
+        use_pts = self.faulty_pts <= self.faulty_dts
+        return [(frame, self._time(pts if pts is not None and (use_pts or dts is None) else dts))
+                for frame, pts, dts in held]
+
+    def _count(self, frame: av.VideoFrame) -> tuple[int | None, int | None]:
+        pts, dts = frame.pts, frame.dts
+        if dts is not None:
+            if self.last_dts is not None and dts <= self.last_dts:
+                self.faulty_dts += 1
+            self.last_dts = dts
+        elif pts is not None:
+            self.last_dts = pts
+        if pts is not None:
+            if self.last_pts is not None and pts <= self.last_pts:
+                self.faulty_pts += 1
+            self.last_pts = pts
+        elif dts is not None:
+            self.last_pts = dts
+        return pts, dts
+
+    def _time(self, pts: int | None) -> int:
+        last = self.last
+        if pts is None:
+            pts = 0 if last is None else last + self.step
+        elif last is not None:
+            pts += self.shift
+            if pts < last or (self.jump is not None and pts - last > self.jump):
+                self.shift += last + self.step - pts
+                pts = last + self.step
+        self.last = pts
+        if self.origin is None:
+            self.origin = pts
+        return pts - self.origin
+
+
 def _shows_a_frame(packet: av.Packet) -> bool:
     return bool(packet.size) and not packet.is_discard
 
@@ -194,16 +273,11 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     step = max(1, round(nominal / time_base)) if nominal else None  # nominal interval in ticks
     declared = int(stream.frames or 0)
     stats.declared_frames = declared
-    # Times count from the start of the video stream, as a player's clock does (and decord's): an
-    # MPEG-TS starts at 1.4 s or at a broadcast's hour, a trimmed MKV or MP4 where its cut fell.
-    origin = stream.start_time  # in ticks; None where the file does not say: the first frame's time
     sar = stream_sar(stream)
     converter: _FrameConverter | None = None
     converter_key: tuple | None = None
-    last_pts: int | None = None  # on the continuous clock
-    restart_shift = 0  # ticks added to the file's timestamps to keep one clock across its restarts
     jumpy = bool(container.format.flags & av.format.Flags.ts_discont.value)
-    jump = round(TIMESTAMP_JUMP_SECONDS / time_base) if jumpy else None  # in ticks
+    clock = _FrameClock(step, jump=round(TIMESTAMP_JUMP_SECONDS / time_base) if jumpy else None)
     dropped = 0  # packets an edit list drops (an MP4 or MOV cut without re-encoding): never shown
 
     def demux() -> Iterator[av.Packet]:
@@ -220,7 +294,8 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     lookahead: deque = deque()  # packets demuxed (and counted) by frames_left, to be decoded next
     demux_error: av.error.FFmpegError | None = None  # met by frames_left, raised in its turn
     fed = 0  # packets sent to the decoder that give a frame (not empty, not dropped)
-    decoded = 0  # frames handed out
+    received = 0  # frames out of the decoder
+    decoded = 0  # frames handed out (the first few are held by the clock a moment)
 
     def frames_left(limit: int) -> int:
         nonlocal demux_error
@@ -256,6 +331,10 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     def undecodable(why: str) -> DecodeError:  # perhaps a codec this FFmpeg build lacks: let decord try
         return DecodeError(f"PyAV cannot decode the video stream ({why})")
 
+    def source_frame(frame: av.VideoFrame, ticks: int) -> SourceFrame:
+        duration = frame.duration
+        return SourceFrame(convert, frame, ticks, time_base, duration or None, None if duration else nominal)
+
     damaged: list[str] = []  # why each damaged packet was refused
     sound_after_damage = 0  # packets decoded since the last damaged one
     try:
@@ -271,9 +350,9 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
                         break
             except av.error.FFmpegError as e:
                 why = e.strerror or str(e)
-                if decoded == 0:
+                if received == 0:
                     raise undecodable(why) from None
-                raise DecodeError(f"corrupt or truncated data after {decoded} frames ({why})",
+                raise DecodeError(f"corrupt or truncated data after {received} frames ({why})",
                                   definitive=True) from None
             try:
                 frames = packet.decode()  # the last, empty packet drains the decoder
@@ -284,36 +363,30 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
                 damaged.append(e.strerror or str(e))
                 stats.damaged_packets, stats.first_damage = len(damaged), damaged[0]
                 sound_after_damage = 0
-                if decoded == 0 and len(damaged) >= MAX_DAMAGED_BEFORE_A_FRAME:
+                if received == 0 and len(damaged) >= MAX_DAMAGED_BEFORE_A_FRAME:
                     raise undecodable(damaged[0]) from None
                 continue
             fed += _shows_a_frame(packet)
             sound_after_damage += bool(packet.size)
+            received += len(frames)
             for frame in frames:
-                decoded += 1
-                pts = frame.pts  # decoded frames are timed in the stream's time base
-                if pts is None:  # no timestamp: one nominal frame interval after the previous frame
-                    pts = (origin or 0) if last_pts is None else last_pts + (step or 1)
-                else:
-                    pts += restart_shift
-                    leap = jump is not None and last_pts is not None and pts - last_pts > jump
-                    if last_pts is not None and (pts < last_pts or leap):
-                        # Timestamps that step back (or leap ahead, where the format's clock may jump)
-                        # restart the clock (streams cut and joined, an MPEG-TS whose counter
-                        # restarts): a player plays on, and so do these times.
-                        restart_shift += last_pts + (step or 1) - pts
-                        pts = last_pts + (step or 1)
-                last_pts = pts
-                if origin is None:
-                    origin = pts
-                stats.decoded_frames = decoded
-                duration = frame.duration
-                yield SourceFrame(convert, frame, pts - origin, time_base, duration or None,
-                                  None if duration else nominal)
-        if decoded == 0 and damaged:
+                if clock.opening is None:
+                    decoded += 1
+                    stats.decoded_frames = decoded
+                    yield source_frame(frame, clock.time(frame))
+                    continue
+                for shown, ticks in clock.hold(frame):
+                    decoded += 1
+                    stats.decoded_frames = decoded
+                    yield source_frame(shown, ticks)
+        for shown, ticks in clock.release():  # a stream shorter than the clock's opening
+            decoded += 1
+            stats.decoded_frames = decoded
+            yield source_frame(shown, ticks)
+        if received == 0 and damaged:
             raise undecodable(damaged[0])
         if damaged and not sound_after_damage:  # nothing decodable after the damage: the file is cut short
-            raise DecodeError(f"corrupt or truncated data after {decoded} frames ({damaged[-1]})",
+            raise DecodeError(f"corrupt or truncated data after {received} frames ({damaged[-1]})",
                               definitive=True)
     finally:
         container.close()
