@@ -12,7 +12,8 @@ import pytest
 from data_tools import PrepareOptions, prepare
 from data_tools.synth import encode_video
 from data_tools.dataset import ClipDataset
-from videos import frame_id, has_b_frames, id_frame, write_cut, write_lossless, write_with_leading_still
+from videos import (frame_id, has_b_frames, id_frame, write_avi_with_dropped_frames, write_cut, write_lossless,
+                    write_with_leading_still)
 
 
 def _prepare(src, out, **options):
@@ -439,3 +440,20 @@ def test_h264_with_b_frames_in_an_avi_is_timed_evenly_by_both_backends(tmp_path)
         _, ds = _prepare(src, tmp_path / backend, frames=8, size=16, backend=backend, fps=Fraction(25, 2))
         assert _clip_ids(ds) == [list(range(0, 16, 2)), list(range(16, 32, 2))]
         assert _first_clip_times(tmp_path / backend) == {"b.avi": every_other}
+
+
+def test_an_avi_that_dropped_frames_is_read_whole_with_its_pauses(tmp_path):
+    # Capture software keeps a dropped frame's place in an AVI with an empty chunk, which the frame
+    # count includes: 36 declared, 30 pictures. Such a file was skipped as truncated.
+    src = tmp_path / "src"
+    src.mkdir()
+    write_avi_with_dropped_frames(src / "capture.avi", [id_frame(i) for i in range(30)],
+                                  drop_after={4, 9, 14, 19, 24, 29})
+    with av.open(str(src / "capture.avi")) as container:
+        assert container.streams.video[0].frames == 36
+    with_a_pause = "0.000000 0.040000 0.080000 0.120000 0.160000 0.240000 0.280000 0.320000"
+    for backend in ("pyav", "decord"):
+        summary, ds = _prepare(src, tmp_path / backend, frames=8, size=16, backend=backend)
+        assert summary.skipped == [] and _clip_ids(ds) == [list(range(s, s + 8)) for s in (0, 8, 16)]
+        assert _first_clip_times(tmp_path / backend) == {"capture.avi": with_a_pause}
+

@@ -81,6 +81,34 @@ def write_cut(path: Path, frames, dropped: int, fps: int = 25) -> Path:
     return path
 
 
+def write_avi_with_dropped_frames(path: Path, frames, drop_after: set[int], fps: int = 25) -> Path:
+    """An MJPEG AVI as capture software writes one that dropped frames: an empty chunk keeps each
+    dropped frame's place (the frame before stays on screen), and the container's frame count
+    includes it. A frame is dropped after each frame index in `drop_after`."""
+    path = Path(path)
+    frames = list(frames)
+    with av.open(str(path), "w", format="avi") as container:
+        stream = container.add_stream("mjpeg", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuvj420p"
+        stream.codec_context.time_base = Fraction(1, fps)
+        slot = 0
+        for i, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            frame.pts, frame.time_base = slot, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            slot += 1
+            if i in drop_after:
+                empty = av.Packet(b"")
+                empty.stream, empty.pts, empty.dts, empty.time_base = stream, slot, slot, Fraction(1, fps)
+                container.mux(empty)
+                slot += 1
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 def write_with_leading_still(path: Path, frames, fps: int = 25) -> Path:
     """An MKV whose first video stream is one MJPEG picture (a cover or thumbnail track) and whose
     second holds `frames`, lossless: the stream a player shows is the second."""

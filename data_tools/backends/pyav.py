@@ -278,15 +278,25 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     converter_key: tuple | None = None
     jumpy = bool(container.format.flags & av.format.Flags.ts_discont.value)
     clock = _FrameClock(step, jump=round(TIMESTAMP_JUMP_SECONDS / time_base) if jumpy else None)
-    dropped = 0  # packets an edit list drops (an MP4 or MOV cut without re-encoding): never shown
+    dropped = 0  # frames counted in `declared` that never show (see demux)
+    # An AVI counts the frames a capture dropped: an empty chunk holds each one's place, and FFmpeg
+    # skips them (a gap in the decode timestamps).
+    avi_step = step if container.format.name == "avi" else None
+    last_dts: int | None = None
 
     def demux() -> Iterator[av.Packet]:
-        """The stream's packets; those an edit list drops still count in the declared frames, so
-        they are taken off as they come (leading ones before the first frame is shown)."""
-        nonlocal dropped
+        """The stream's packets. Frames an edit list drops (an MP4 or MOV cut without re-encoding)
+        and an AVI's dropped frames count in the declared frames: they are taken off as they come
+        (leading ones before the first frame is shown)."""
+        nonlocal dropped, last_dts
         for packet in container.demux(stream):
-            if packet.is_discard:
-                dropped += 1
+            never_shown = packet.is_discard
+            if avi_step and packet.dts is not None:
+                if last_dts is not None and packet.dts - last_dts > avi_step:
+                    never_shown += (packet.dts - last_dts) // avi_step - 1
+                last_dts = packet.dts
+            if never_shown:
+                dropped += never_shown
                 stats.declared_frames = max(0, declared - dropped) if declared else 0
             yield packet
 
