@@ -56,6 +56,21 @@ def write_lossless(path: Path, frames, fps: int = 25, times_ms: list[int] | None
     return path
 
 
+def _timed_stream(container, codec: str, pix_fmt: str, first: np.ndarray, fps: int):
+    """A video stream for frames like `first`, whose frames are given their pts (in 1/fps)."""
+    stream = container.add_stream(codec, rate=fps)
+    stream.height, stream.width = first.shape[:2]
+    stream.pix_fmt = pix_fmt
+    stream.codec_context.time_base = Fraction(1, fps)
+    return stream
+
+
+def _timed_frame(array: np.ndarray, pts: int, fps: int) -> av.VideoFrame:
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+    frame.pts, frame.time_base = pts, Fraction(1, fps)
+    return frame
+
+
 def write_cut(path: Path, frames, dropped: int, fps: int = 25) -> Path:
     """An MP4 as a cut without re-encoding leaves it (`ffmpeg -ss T -c copy`): the frames before the
     cut are still stored, for the frames after them need them, and an edit list drops the first
@@ -63,16 +78,11 @@ def write_cut(path: Path, frames, dropped: int, fps: int = 25) -> Path:
     path = Path(path)
     frames = list(frames)
     with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264rgb", rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "rgb24"
+        stream = _timed_stream(container, "libx264rgb", "rgb24", frames[0], fps)
         stream.options = {"qp": "0", "preset": "ultrafast", "g": str(len(frames))}
-        stream.codec_context.time_base = Fraction(1, fps)
         packets = []
         for i, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, fps)
-            packets += stream.encode(frame)
+            packets += stream.encode(_timed_frame(array, i, fps))
         packets += stream.encode()
         for packet in packets:  # timestamps below 0 are what the edit list drops
             packet.pts -= dropped
@@ -88,15 +98,10 @@ def write_avi_with_dropped_frames(path: Path, frames, drop_after: set[int], fps:
     path = Path(path)
     frames = list(frames)
     with av.open(str(path), "w", format="avi") as container:
-        stream = container.add_stream("mjpeg", rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuvj420p"
-        stream.codec_context.time_base = Fraction(1, fps)
+        stream = _timed_stream(container, "mjpeg", "yuvj420p", frames[0], fps)
         slot = 0
         for i, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-            frame.pts, frame.time_base = slot, Fraction(1, fps)
-            for packet in stream.encode(frame):
+            for packet in stream.encode(_timed_frame(array, slot, fps)):
                 container.mux(packet)
             slot += 1
             if i in drop_after:
