@@ -62,12 +62,13 @@ def _file_facts(path: str) -> _FileFacts:
             facts.jumpy = bool(container.format.flags & av.format.Flags.ts_discont.value)
             stream = shown_stream(container)
             facts.sar = stream_sar(stream)
-            if facts.isobmff:  # the only family with edit lists
-                facts.dropped = sum(packet.is_discard for packet in container.demux(stream))
-                container.seek(0, stream=stream)
             for frame in container.decode(stream):
                 facts.rotation, facts.stored = normalise_rotation(frame.rotation), (frame.width, frame.height)
                 break
+        if facts.isobmff:  # the only family with edit lists
+            with av.open(path, metadata_errors="ignore") as container:
+                stream = shown_stream(container)
+                facts.dropped = sum(packet.is_discard for packet in container.demux(stream))
     except (av.error.FFmpegError, IndexError):
         pass
     return facts
