@@ -119,7 +119,7 @@ def read_split_file(split_file: Path) -> tuple[list[str], list[str] | None]:
     index, which is ignored: labels come from `classInd.txt` when it lies beside the split file.
     """
     entries = []
-    for line in split_file.read_text().splitlines():
+    for line in split_file.read_text(encoding="utf-8-sig").splitlines():  # Notepad writes a BOM
         line = line.strip()
         if line:
             entries.append(line.split()[0].replace("\\", "/"))
@@ -127,7 +127,7 @@ def read_split_file(split_file: Path) -> tuple[list[str], list[str] | None]:
     classes = None
     if class_ind.is_file():
         numbered = []
-        for line in class_ind.read_text().splitlines():
+        for line in class_ind.read_text(encoding="utf-8-sig").splitlines():
             parts = line.split()
             if len(parts) == 2:
                 numbered.append((int(parts[0]), parts[1]))

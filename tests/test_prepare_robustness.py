@@ -621,12 +621,17 @@ def test_split_file_keeps_listed_videos_with_class_ind_labels(tmp_path):
             write_lossless(src / cls / f"v_{cls}_g0{g}_c01.mkv", [id_frame(i) for i in range(4)])
     lists = tmp_path / "ucfTrainTestlist"
     lists.mkdir()
-    # classInd's order is not alphabetical here, and the list spells a class in another case
-    (lists / "classInd.txt").write_text("1 HandstandPushups\n2 ApplyEyeMakeup\n3 Biking\n")
-    (lists / "trainlist01.txt").write_text(
-        "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.mkv 2\n"
-        "HandStandPushups/v_HandStandPushups_g02_c01.mkv 1\n"
-        "Biking/v_Biking_g09_c01.mkv 3\n")
+    # classInd's order is not alphabetical here, and the list spells a class in another case; both
+    # files as Windows' Notepad saves them (UCF-101's own have Windows line ends): a byte-order mark
+    # and CRLF line ends
+    def windows_text(path, text):
+        path.write_bytes(("\ufeff" + text).replace("\n", "\r\n").encode("utf-8"))
+
+    windows_text(lists / "classInd.txt", "1 HandstandPushups\n2 ApplyEyeMakeup\n3 Biking\n")
+    windows_text(lists / "trainlist01.txt",
+                 "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.mkv 2\n"
+                 "HandStandPushups/v_HandStandPushups_g02_c01.mkv 1\n"
+                 "Biking/v_Biking_g09_c01.mkv 3\n")
     result = run_cli("prepare", str(src), "--frames", "4", "--size", "16", "--workers", "1", "--quiet",
                      "--split-file", str(lists / "trainlist01.txt"))
     assert result.returncode == 0, result.stderr
