@@ -3,32 +3,10 @@ that `--help` answers at once."""
 
 from __future__ import annotations
 
-import argparse
 import sys
-from fractions import Fraction
 from pathlib import Path
 
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (shared by every vidgan command)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def frame_rate(text: str) -> Fraction:
-    """argparse type: a frame rate > 0 as an exact fraction (25, 29.97, 30000/1001)."""
-    try:
-        value = Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"not a frame rate: {text!r} (e.g. 25, 29.97, 30000/1001)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+from data_tools.argtypes import frame_rate, positive_int
 
 
 def add_prepare_parser(subparsers) -> None:

@@ -40,8 +40,8 @@ from data_tools.cores import usable_cores
 from data_tools.discover import discover
 from data_tools.job import VideoTask, part_key
 from data_tools.workers import run_tasks
-from data_tools.storage import (AtomicTextWriter, FrameFileWriter, atomic_write_bytes, atomic_write_json,
-                                check_shards)
+from data_tools.atomic import AtomicFile, atomic_write_bytes, atomic_write_json, is_temporary_of
+from data_tools.storage import FrameFileWriter, check_shards
 
 FORMAT = "vidgan-clips/1"
 BACKENDS = ("auto", "pyav", "decord")
@@ -210,11 +210,8 @@ def _changed_versions(before: dict | None, now: dict) -> str:
 
 def _is_ours(name: str) -> bool:
     """Whether an entry of an output folder is one `prepare` writes, or the temporary of one that a
-    killed run left (`.index.csv.tmp-<pid>`: see storage.atomic_write_bytes)."""
-    if name in _OUR_ENTRIES:
-        return True
-    target, tmp, pid = name[1:].rpartition(".tmp-")
-    return name.startswith(".") and bool(tmp) and target in _OUR_ENTRIES and pid.isdigit()
+    killed run left (`.index.csv.tmp-<pid>`: see data_tools.atomic)."""
+    return name in _OUR_ENTRIES or is_temporary_of(name, _OUR_ENTRIES)
 
 
 def _remove_temporaries(*folders: Path) -> None:
@@ -283,7 +280,7 @@ class _ShardAssembler:
 
     def __init__(self, out: Path, parts: Path, videos: list, first_video: int, shard_index: int,
                  frame_shape: tuple[int, int, int], shard_bytes: int, clip_frames: int,
-                 index: AtomicTextWriter, tally: Summary):
+                 index: AtomicFile, tally: Summary):
         self.shards = out / "shards"
         self.parts = parts
         self.videos = videos
@@ -552,7 +549,8 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
                                       "versions": versions})
 
         summary = Summary(out=out)  # counts each video as it is placed
-        index = AtomicTextWriter(out / "index.csv")  # rows written as videos are placed
+        # rows written as videos are placed
+        index = AtomicFile(out / "index.csv", "w", encoding="utf-8", newline="", buffering=2**20)
         try:
             index.write(INDEX_HEADER)
             committed, covered = _count_committed(shards_dir, summary, index, options.frames)
@@ -592,7 +590,7 @@ def prepare(src: Path, out: Path | None = None, options: PrepareOptions | None =
         return summary
 
 
-def _count_committed(shards_dir: Path, summary: Summary, index: AtomicTextWriter,
+def _count_committed(shards_dir: Path, summary: Summary, index: AtomicFile,
                      clip_frames: int) -> tuple[list[dict], int]:
     """Count and index the shards an interrupted run committed, one at a time (a prefix of the
     sorted videos); returns the file and frames of each, and how many videos they hold."""

@@ -1,76 +1,16 @@
-"""Files that are complete or absent: atomic writes, and `.npy` arrays written as frames stream in."""
+"""`.npy` frame files written as frames stream in, complete or absent, and their checks."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from data_tools.atomic import AtomicFile
+
 NPY_HEADER_BYTES = 128  # fixed, so the final shape can be written in place once it is known
-
-
-def fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
-    """Write `data` to `path` through a temporary name and a rename: readers see all or nothing.
-
-    The rename alone survives a killed process; `durable` also flushes to the disk, so that the file
-    survives a power cut (skipped for per-video scratch files, which a rerun can redo).
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if durable:
-        fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, obj, durable: bool = True, indent: int | None = 1) -> None:
-    """`indent=None` writes one line with the C encoder: for big machine-read files (an indent
-    selects Python's own encoder, about 10× slower)."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=indent, sort_keys=True) + "\n").encode(), durable)
-
-
-class AtomicTextWriter:
-    """A text file written bit by bit under a temporary name, durable and renamed by `commit()`: for
-    files too big to build in memory first (the index of a large dataset)."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        self.file = open(self.tmp, "w", encoding="utf-8", newline="", buffering=2**20)
-
-    def write(self, text: str) -> None:
-        self.file.write(text)
-
-    def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp, self.path)
-        fsync_dir(self.path.parent)
-
-    def abort(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
 
 
 def npy_header(shape: tuple[int, ...], dtype: str = "|u1") -> bytes:
@@ -148,12 +88,12 @@ class FrameFileWriter:
     def __init__(self, path: Path, frame_shape: tuple[int, ...], durable: bool = True):
         self.path = Path(path)
         self.durable = durable
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.target = AtomicFile(self.path, "wb", durable=durable, buffering=self.buffer_bytes)
+        self.file = self.target.file
         self.frame_shape = tuple(frame_shape)
         self.frame_bytes = int(np.prod(frame_shape))
         self.count = 0
         self.synced = 0  # frames flushed to the disk by sync()
-        self.file = open(self.tmp, "wb", buffering=self.buffer_bytes)
         self.file.write(npy_header((0, *self.frame_shape)))
 
     def write(self, frames: np.ndarray) -> None:
@@ -201,18 +141,10 @@ class FrameFileWriter:
     def commit(self) -> None:
         self.file.seek(0)
         self.file.write(npy_header((self.count, *self.frame_shape)))
-        self.file.flush()
-        if self.durable:
-            os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp, self.path)
-        if self.durable:
-            fsync_dir(self.path.parent)
+        self.target.commit()
 
     def abort(self) -> None:
-        if not self.file.closed:
-            self.file.close()
-        self.tmp.unlink(missing_ok=True)
+        self.target.abort()
 
     def __enter__(self):
         return self

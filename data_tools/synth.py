@@ -14,6 +14,8 @@ from typing import Iterable
 
 import numpy as np
 
+from data_tools.atomic import atomic_path
+
 WIDTH, HEIGHT = 160, 120  # 4:3 like UCF-101, so the square crop matters
 
 
@@ -25,11 +27,11 @@ def encode_video(path: Path, frames: Iterable[np.ndarray], fps: Fraction | int |
     import av
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     frames = iter(frames)
     first = next(frames)
     height, width = first.shape[:2]
-    with av.open(str(tmp), "w", format=_format_for(path), options=container_options or {}) as container:
+    with atomic_path(path, keep_suffix=True) as tmp, \
+            av.open(str(tmp), "w", format=_format_for(path), options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001 * 1000))
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.options = dict(options or {})
@@ -39,7 +41,6 @@ def encode_video(path: Path, frames: Iterable[np.ndarray], fps: Fraction | int |
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    tmp.replace(path)
 
 
 def _format_for(path: Path) -> str | None:

@@ -118,24 +118,12 @@ def load_generator(folder: Path):
         raise EvalError(f"{folder}: cannot load the generator ({type(e).__name__}: {e})") from None
 
 
-def _versions() -> dict:
-    from vidgan.train import _versions as run_versions  # the same facts a training run records
-
-    return run_versions()
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def evaluate(args: argparse.Namespace) -> dict | None:
     """Compute the metric as `args` asks; the result dict on the main process, None on the others."""
     from accelerate import Accelerator
 
     from vidgan.metrics import get_metric
+    from vidgan.provenance import versions
 
     folder, checkpoint = generator_folder(args.checkpoint, args.generator)
     generator = load_generator(folder)
@@ -146,12 +134,13 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         i3d_call=args.i3d_call, progress=not args.no_progress)
     if result is not None:
         result = {**result, "checkpoint": None if checkpoint is None else str(checkpoint.resolve()),
-                  "generator": str(folder.resolve()), "versions": _versions()}
+                  "generator": str(folder.resolve()), "versions": versions()}
     accelerator.wait_for_everyone()
     return result
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from data_tools.atomic import atomic_write_json
     from vidgan.metrics.fvd import FVDError, result_line
 
     try:
@@ -161,7 +150,8 @@ def run_eval(args: argparse.Namespace) -> int:
         return 2
     if result is not None:
         if args.out is not None:
-            _write_json(args.out, result)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(args.out, result)
         print(result_line(result), flush=True)
     return 0
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from data_tools.storage import atomic_write_bytes
+from data_tools.atomic import atomic_path, atomic_write_bytes
 
 CRF = 18  # x264 constant rate factor: 0 lossless … 51 worst; ~18 is visually lossless for samples
 PRESET = "medium"  # x264 speed/size trade-off (its default); sample grids are small, so speed hardly matters
@@ -104,29 +103,24 @@ def write_mp4(path, frames_uint8, fps: int | float | Fraction) -> Path:
     _, h, w, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # [T, H', W', 3], even
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with av.open(str(tmp), "w", format="mp4", container_options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=rate)
-            cc = stream.codec_context
-            cc.width, cc.height, cc.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-            # tagged in the bitstream (VUI) so players convert back with the matrix used below
-            cc.colorspace, cc.color_range = Colorspace.ITU709, ColorRange.MPEG
-            cc.color_primaries, cc.color_trc = ColorPrimaries.BT709, ColorTrc.BT709
-            stream.options = {"crf": str(CRF), "preset": PRESET, "threads": str(ENCODER_THREADS)}
-            for i, array in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-                frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709,
-                                       dst_color_range=ColorRange.MPEG,
-                                       interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND
-                                       | Interpolation.BITEXACT, threads=1)
-                frame.pts, frame.time_base = i, 1 / rate
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, \
+            av.open(str(tmp), "w", format="mp4", container_options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=rate)
+        cc = stream.codec_context
+        cc.width, cc.height, cc.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        # tagged in the bitstream (VUI) so players convert back with the matrix used below
+        cc.colorspace, cc.color_range = Colorspace.ITU709, ColorRange.MPEG
+        cc.color_primaries, cc.color_trc = ColorPrimaries.BT709, ColorTrc.BT709
+        stream.options = {"crf": str(CRF), "preset": PRESET, "threads": str(ENCODER_THREADS)}
+        for i, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709,
+                                   dst_color_range=ColorRange.MPEG,
+                                   interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+                                   | Interpolation.BITEXACT, threads=1)
+            frame.pts, frame.time_base = i, 1 / rate
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
     return path
 
 

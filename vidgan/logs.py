@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import numpy as np
+
+from data_tools.atomic import atomic_write_text
 
 COLUMNS = ["kimg", "clips", "step", "loss_d", "loss_g", "d_real", "d_fake", "clips_per_s", "seconds"]
 
@@ -31,9 +32,7 @@ class MetricsCSV:
         writer = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, buf.getvalue(), durable=False)
 
     def append(self, values: dict) -> None:
         buf = io.StringIO()

@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from data_tools.atomic import atomic_write_json, atomic_write_text
+from vidgan.provenance import versions
 from vidgan.recipe import Recipe, RecipeError, dump_recipe, load_recipe
 
 
@@ -46,27 +45,6 @@ class Progress:
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
             setattr(self, key, int(value))
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                              capture_output=True, text=True, timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _versions() -> dict:
-    import accelerate
-
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        vidgan_version = version("vidgan")
-    except PackageNotFoundError:
-        vidgan_version = "unknown"
-    return {"vidgan": vidgan_version, "torch": torch.__version__, "accelerate": accelerate.__version__,
-            "python": sys.version.split()[0], "git_commit": _git_commit()}
 
 
 def build_models(recipe: Recipe):
@@ -118,17 +96,6 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary name and a rename: a reader sees the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj) -> None:
-    _write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def _crossed(before: int, after: int, every_kimg: float) -> bool:
@@ -199,11 +166,11 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
 
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_text(run_dir / "recipe.yaml", dump_recipe(recipe, {**_versions(), "command": " ".join(sys.argv)}))
-        _write_json(run_dir / "run.json", {
+        atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe, {**versions(), "command": " ".join(sys.argv)}))
+        atomic_write_json(run_dir / "run.json", {
             "world_size": world, "distributed_type": str(accelerator.distributed_type),
             "mixed_precision": accelerator.mixed_precision, "device": str(device),
-            "clips_in_dataset": len(dataset), "global_batch": global_batch, **_versions()})
+            "clips_in_dataset": len(dataset), "global_batch": global_batch, **versions()})
     resumed_at = progress.clips if checkpoint is not None else None
     csv_log = MetricsCSV(run_dir / "logs" / "metrics.csv", resumed_at) if (
         recipe.log.csv and accelerator.is_main_process) else None
@@ -349,7 +316,7 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
     if accelerator.is_main_process:
         ranks.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    _write_json(ranks / f"rank-{accelerator.process_index}.json", {
+    atomic_write_json(ranks / f"rank-{accelerator.process_index}.json", {
         "rank": accelerator.process_index, "clips": progress.clips, "step": progress.step,
         "G": weights_fingerprint(unwrap(G)), "D": weights_fingerprint(unwrap(D))})
     accelerator.wait_for_everyone()
@@ -365,7 +332,7 @@ def export_generators(folder: Path, recipe: Recipe, ema: torch.nn.Module, genera
 
     save_pretrained(ema, folder / EMA_FOLDER)
     save_pretrained(generator, folder / RAW_FOLDER)
-    _write_text(folder / RECIPE_NAME, dump_recipe(recipe))
+    atomic_write_text(folder / RECIPE_NAME, dump_recipe(recipe))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data_tools.atomic import atomic_path
 from vidgan.metrics.frechet import GaussianStats
 
 PROTOCOL = "vidgan-fvd/1"  # the protocol below; part of every cache key and result
@@ -299,15 +300,9 @@ def save_cached_stats(path: Path, stats: GaussianStats, description: dict) -> No
     """Write the statistics and their description under a temporary name, then rename: a reader sees
     the complete file or none."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, description=np.array(json.dumps(description, sort_keys=True)), **stats.state_dict())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # np.savez is given an open file: it would add ".npz" to the temporary's name
+    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
+        np.savez(f, description=np.array(json.dumps(description, sort_keys=True)), **stats.state_dict())
 
 
 # --- features under Accelerate ---------------------------------------------------------------------
