@@ -5,7 +5,7 @@ PyAV directly, in the same run.
     python benchmarks/bench_export.py --num 256 --device cuda  # generation on a GPU
 
 The checkpoint is a freshly constructed, untrained `VideoGenerator` (z 100, `--channels` wide, 16 × 64²)
-written with `save_pretrained` into a checkpoint folder beside a recipe, so `vidgan sample` reads it as
+written with `save_model` into a checkpoint folder beside a recipe, so `vidgan sample` reads it as
 it reads a trained one. The frames every chain encodes are the same: the clips this generator makes
 from the latents `vidgan sample --seed 0` draws.
 
@@ -47,7 +47,8 @@ import torch
 from vidgan import export
 from vidgan.models import VideoGenerator
 from vidgan.recipe import Recipe, dump_recipe
-from vidgan.sample import generate, latents, load_generator, main_sample
+from vidgan.checkpoint import load_trained, save_model
+from vidgan.sample import generate, latents, main_sample
 
 
 def make_checkpoint(root: Path, channels: int, size: int, frames: int, fps: int) -> Path:
@@ -55,8 +56,8 @@ def make_checkpoint(root: Path, channels: int, size: int, frames: int, fps: int)
     torch.manual_seed(0)
     G = VideoGenerator(100, channels, size, frames)
     folder = root / "run" / "checkpoints" / "checkpoint-000000000000"
-    G.save_pretrained(folder / "generator_ema")
-    G.save_pretrained(folder / "generator")
+    save_model(G, folder / "generator_ema")
+    save_model(G, folder / "generator")
     recipe = Recipe()
     recipe.data.size, recipe.data.frames, recipe.model.g_channels, recipe.sample.fps = size, frames, channels, fps
     (folder / "recipe.yaml").write_text(dump_recipe(recipe))
@@ -93,7 +94,7 @@ def vidgan_write(frames: np.ndarray, out: Path, fps: int) -> None:
 
 
 def vidgan_generate(checkpoint: Path, num: int, batch: int, device: str) -> np.ndarray:
-    G, _, _ = load_generator(checkpoint, device=device)
+    G = load_trained(checkpoint, device=device).generator
     parts = [export.to_uint8_frames(x) for x in generate(G, latents(num, G.z_dim, 0), batch)]
     return np.concatenate(parts)  # [N, T, H, W, 3]
 

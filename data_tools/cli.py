@@ -1,20 +1,20 @@
-"""Command-line front ends of the data tools (`vidgan prepare`, `vidgan synth`); imports stay lazy so
-that `--help` answers at once."""
+"""Command-line front ends of the data tools: `vidgan prepare`, `vidgan synth`, `vidgan info`. Each
+`configure_*` adds a command's arguments to a parser, and `args.run(args)` runs it; the commands'
+work is imported when they run, so that a worker-heavy `prepare` starts without torch."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from data_tools.argtypes import frame_rate, positive_int
 
 
-def add_prepare_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "prepare", help="decode raw videos into uint8 clips on disk",
-        description="Decode every video under SRC (found by content, labelled by first-level subfolder) "
-                    "into centre-cropped, resized uint8 clips [T, S, S, 3] in memory-mappable shards. "
-                    "Interrupted runs resume; finished runs are not redone.")
+def configure_prepare(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.description = ("Decode every video under SRC (found by content, labelled by first-level subfolder) "
+                     "into centre-cropped, resized uint8 clips [T, S, S, 3] in memory-mappable shards. "
+                     "Interrupted runs resume; finished runs are not redone.")
     p.add_argument("src", type=Path, help="folder of videos, e.g. UCF-101/<Class>/v_*.avi")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder [SRC-t<T>-s<S> beside SRC, plus a suffix per non-default option]")
@@ -40,6 +40,7 @@ def add_prepare_parser(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_prepare)
+    return p
 
 
 def run_prepare(args) -> int:
@@ -74,11 +75,9 @@ def run_prepare(args) -> int:
     return 0
 
 
-def add_synth_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "synth", help="write a small labelled demo corpus of encoded videos",
-        description="Write moving-shape videos (H.264 MP4 and MPEG-4 AVI), one folder per class, "
-                    "ready for `vidgan prepare`.")
+def configure_synth(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.description = ("Write moving-shape videos (H.264 MP4 and MPEG-4 AVI), one folder per class, "
+                     "ready for `vidgan prepare`.")
     p.add_argument("out", type=Path, help="folder to write (OUT/<class>/*.mp4|avi)")
     p.add_argument("--classes", type=positive_int, default=4, help="number of classes [4]")
     p.add_argument("--videos-per-class", type=positive_int, default=4, help="videos per class [4]")
@@ -86,6 +85,7 @@ def add_synth_parser(subparsers) -> None:
     p.add_argument("--fps", type=positive_int, default=25, help="frame rate [25]")
     p.add_argument("--seed", type=int, default=0, help="random seed [0]")
     p.set_defaults(run=run_synth)
+    return p
 
 
 def run_synth(args) -> int:
@@ -96,4 +96,23 @@ def run_synth(args) -> int:
         return 2
     paths = write_demo_corpus(args.out, args.classes, args.videos_per_class, args.seconds, args.fps, args.seed)
     print(f"wrote {len(paths)} videos in {args.classes} classes to {args.out}")
+    return 0
+
+
+def configure_info(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.description = ("Summarise a folder written by `vidgan prepare`, or probe a video file the way "
+                     "`prepare` would read it.")
+    p.add_argument("path", type=Path, help="prepared folder or video file")
+    p.set_defaults(run=run_info)
+    return p
+
+
+def run_info(args) -> int:
+    from data_tools.info import describe
+
+    try:
+        print(describe(args.path))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"vidgan info: error: {e}", file=sys.stderr)
+        return 2
     return 0

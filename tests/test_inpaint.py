@@ -14,8 +14,8 @@ from PIL import Image
 
 from videos import write_lossless
 
-from vidgan.inpaint import (Geometry, importance_weights, inpaint, load_image, load_mask, load_models, main,
-                            poisson_blend)
+from vidgan.checkpoint import load_trained
+from vidgan.inpaint import Geometry, importance_weights, inpaint, load_image, load_mask, main, poisson_blend
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32  # the models' side
@@ -137,14 +137,15 @@ def test_images_and_masks_are_cropped_and_resized_like_prepare(tmp_path):
 # --- the search, on a trained model ----------------------------------------------------------------
 
 def test_filled_holes_are_closer_to_the_truth_than_the_mean_image(trained):
-    models = load_models(trained["image"])
+    loaded = load_trained(trained["image"], with_discriminator=True)
+    G, D = loaded.generator, loaded.discriminator
     truth = to_float(flat_frames(8, seed=123))  # colours the model never saw
     mean_image = to_float(trained["frames"]).mean(0, keepdim=True)  # [1, 3, 32, 32], the training mean
     mask = torch.ones(1, 1, SIZE, SIZE)
     mask[..., HOLE[0], HOLE[1]] = 0
     known = truth * mask - (1 - mask)  # the holes hold black, so nothing leaks from them
     # "paste": the holes hold G(z) itself; Poisson blending alone would already fill a flat hole exactly
-    filled, generated, z = inpaint(models.G, models.D, known, mask, steps=300, restarts=4, seed=0, blend="paste")
+    filled, generated, z = inpaint(G, D, known, mask, steps=300, restarts=4, seed=0, blend="paste")
     assert filled.shape == truth.shape and generated.shape == truth.shape and z.shape == (8, 8)
     assert bool((z.abs() <= 3).all())  # z stays in the prior's range
     assert torch.equal(filled[..., mask[0, 0].bool()], known[..., mask[0, 0].bool()])  # known pixels kept
@@ -153,10 +154,10 @@ def test_filled_holes_are_closer_to_the_truth_than_the_mean_image(trained):
     print(f"hole error: inpainted {ours:.1f}, mean image {mean:.1f} (of 255)")
     assert ours < 0.5 * mean
     # the search is what does it: the best of the same random starts, unoptimised, is far worse
-    unsearched, _, _ = inpaint(models.G, models.D, known, mask, steps=0, restarts=4, seed=0, blend="paste")
+    unsearched, _, _ = inpaint(G, D, known, mask, steps=0, restarts=4, seed=0, blend="paste")
     assert ours < 0.7 * hole_error(unsearched, truth)
     # the same seed gives the same result; Poisson blending only gets closer on these flat pictures
-    again, _, z_again = inpaint(models.G, models.D, known, mask, steps=300, restarts=4, seed=0, blend="paste")
+    again, _, z_again = inpaint(G, D, known, mask, steps=300, restarts=4, seed=0, blend="paste")
     assert torch.equal(z_again, z) and torch.equal(again, filled)
     assert hole_error(poisson_blend(known, generated, mask), truth) < ours
 
@@ -187,18 +188,14 @@ def test_command_fills_a_png_end_to_end(trained, tmp_path):
 
 
 def test_clip_with_missing_frames_gives_an_mp4_that_keeps_the_known_frames(trained, tmp_path):
-    import argparse
-
-    from vidgan.inpaint import add_inpaint_parser
+    from vidgan.cli import build_parser
 
     frames = flat_frames(FRAMES + 4, seed=11)  # a longer video: the first T frames are used
     frames[:, 8:20, 6:16] = 255  # a white square (on even rows and columns: yuv420p keeps its edges)
     write_lossless(tmp_path / "in.mp4", frames)
     out = tmp_path / "out.mp4"
     # through the subparser the `vidgan` command registers
-    parser = argparse.ArgumentParser(prog="vidgan")
-    add_inpaint_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["inpaint", str(trained["video"]), "--input", str(tmp_path / "in.mp4"),
+    args = build_parser("inpaint").parse_args(["inpaint", str(trained["video"]), "--input", str(tmp_path / "in.mp4"),
                               "--mask", "frames:2-4", "--out", str(out), "--steps", "10", "--restarts", "2",
                               "--quiet"])
     assert args.run(args) == 0

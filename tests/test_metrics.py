@@ -284,7 +284,7 @@ def direct_fvd(checkpoint: Path, prepared: Path, i3d: Path, num_real=32, num_fak
     """FVD by the protocol's description, written out here: the same clips, resized frame by frame,
     NumPy statistics and the independent Fréchet distance."""
     from data_tools import ClipDataset
-    from vidgan.models import load_pretrained
+    from vidgan.checkpoint import load_model
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated")
@@ -302,7 +302,7 @@ def direct_fvd(checkpoint: Path, prepared: Path, i3d: Path, num_real=32, num_fak
     picked = np.random.RandomState(0).permutation(len(dataset))[:num_real]
     real = np.concatenate([features(torch.from_numpy(np.stack([dataset.clip(i) for i in picked[a:a + batch]])))
                            for a in range(0, num_real, batch)])
-    generator = load_pretrained(checkpoint / "generator_ema").eval()
+    generator = load_model(checkpoint / "generator_ema").eval()
     z = torch.randn(num_fake, generator.z_dim, generator=torch.Generator().manual_seed(seed))
     fake = []
     for a in range(0, num_fake, batch):
@@ -360,6 +360,7 @@ def test_eval_writes_the_result_with_the_detector_hash_and_caches_the_real_stati
 
 def test_eval_errors_name_the_problem(run_dir, prepared, videos, standin_i3d, tmp_path):
     from data_tools import PrepareOptions, prepare
+    from vidgan.checkpoint import save_model
     from vidgan.models import DCGANGenerator, VideoGenerator
 
     cache = tmp_path / "cache"
@@ -377,10 +378,10 @@ def test_eval_errors_name_the_problem(run_dir, prepared, videos, standin_i3d, tm
     prepare(videos, short, PrepareOptions(frames=8, size=32, stride=8, max_clips=1, workers=1), progress=False)
     assert "holds clips of 8 frames; FVD needs clips of at least 16" in error(
         eval_args(run_dir, short, standin_i3d, cache))
-    VideoGenerator(z_dim=8, channels=4, size=32, frames=8).save_pretrained(tmp_path / "g8")
+    save_model(VideoGenerator(z_dim=8, channels=4, size=32, frames=8), tmp_path / "g8")
     assert "the generator makes clips of 8 frames; FVD compares clips of 16 frames" in error(
         eval_args(tmp_path / "g8", prepared, standin_i3d, cache))
-    DCGANGenerator(z_dim=8, channels=4, size=32).save_pretrained(tmp_path / "g2d")
+    save_model(DCGANGenerator(z_dim=8, channels=4, size=32), tmp_path / "g2d")
     assert "makes images: FVD needs a video generator" in error(
         eval_args(tmp_path / "g2d", prepared, standin_i3d, cache))
     (tmp_path / "empty").mkdir()
@@ -393,15 +394,13 @@ def test_eval_errors_name_the_problem(run_dir, prepared, videos, standin_i3d, tm
 
 
 def test_eval_registers_as_a_subcommand_and_imports_no_torch():
-    import argparse
+    from vidgan.cli import build_parser
+    from vidgan.evaluate import run_eval
 
-    from vidgan.evaluate import add_eval_parser, run_eval
-
-    parser = argparse.ArgumentParser(prog="vidgan")
-    add_eval_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["eval", "runs/x", "--real", "clips", "--i3d", "i3d.pt"])
+    args = build_parser("eval").parse_args(["eval", "runs/x", "--real", "clips", "--i3d", "i3d.pt"])
     assert args.run is run_eval and (args.num_real, args.num_fake, args.batch, args.seed) == (2048, 2048, 16, 0)
-    code = "import sys, vidgan.evaluate, vidgan.metrics; print('torch' in sys.modules)"
+    # `vidgan --help` lists eval (and every other command) without loading torch
+    code = "import sys, vidgan.cli, vidgan.metrics; vidgan.cli.build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from vidgan.checkpoint import load_model, save_model
 from vidgan.losses import d_loss, g_loss, mask_l1
 from vidgan.models import (
     FRAMES,
@@ -18,8 +19,6 @@ from vidgan.models import (
     channels_last,
     convert_sync_batchnorm,
     count_parameters,
-    load_pretrained,
-    save_pretrained,
     to_channels_last,
 )
 
@@ -311,12 +310,12 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, make, input_shape):
             model(torch.randn(input_shape))
     model.eval()
     to_channels_last(model)  # non-contiguous weights must save too
-    folder = save_pretrained(model, tmp_path / "model")
+    folder = save_model(model, tmp_path / "model")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     saved = json.loads((folder / "config.json").read_text())
     assert saved["class"] == type(model).__name__ and saved["config"] == model.config
 
-    loaded = load_pretrained(folder).eval()
+    loaded = load_model(folder).eval()
     assert type(loaded) is type(model) and loaded.config == model.config
     original, restored = model.state_dict(), loaded.state_dict()
     assert original.keys() == restored.keys()
@@ -327,24 +326,24 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, make, input_shape):
     x = torch.randn(input_shape)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
-    assert type(model).from_pretrained(folder).config == model.config
+    assert load_model(folder, expect=type(model)).config == model.config
 
 
-def test_from_pretrained_checks_the_class_and_the_folder(tmp_path):
+def test_load_model_checks_the_class_and_the_folder(tmp_path):
     G = VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8)
-    G.save_pretrained(tmp_path / "g")
+    save_model(G, tmp_path / "g")
     with pytest.raises(ValueError, match="holds a VideoGenerator, not a VideoDiscriminator"):
-        VideoDiscriminator.from_pretrained(tmp_path / "g")
+        load_model(tmp_path / "g", expect=VideoDiscriminator)
     with pytest.raises(FileNotFoundError, match="no config.json in"):
-        load_pretrained(tmp_path / "missing")
+        load_model(tmp_path / "missing")
 
 
 def test_save_unwraps_compiled_and_data_parallel_models(tmp_path):
     G = DCGANGenerator(z_dim=Z, channels=CH, size=32)
     compiled = torch.compile(nn.DataParallel(G))  # wrapping only: nothing is compiled until it is called
-    save_pretrained(compiled, tmp_path / "g")
-    loaded = load_pretrained(tmp_path / "g")
+    save_model(compiled, tmp_path / "g")
+    loaded = load_model(tmp_path / "g")
     assert G.state_dict().keys() == loaded.state_dict().keys()  # no "_orig_mod." or "module." prefixes
     assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), loaded.state_dict().values()))
     with pytest.raises(TypeError, match="not a vidgan model: Linear"):
-        save_pretrained(nn.Linear(2, 2), tmp_path / "linear")
+        save_model(nn.Linear(2, 2), tmp_path / "linear")

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vidgan.sample import (interpolation_latents, latents, load_generator, main_interpolate, main_sample,
-                           sample_clips, slerp)
+from vidgan.checkpoint import load_trained, save_model
+from vidgan.sample import interpolation_latents, latents, main_interpolate, main_sample, sample_clips, slerp
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "recipes" / "demo.yaml"
@@ -120,7 +120,7 @@ def test_same_seed_same_bytes_whatever_the_batch_other_seed_other_clips(video_ru
 def test_api_clips_do_not_depend_on_batch_and_seed_leaves_global_rng_alone(video_run):
     from vidgan.export import to_uint8_frames
 
-    G, recipe, _ = load_generator(video_run)
+    G = load_trained(video_run).generator
     state = torch.random.get_rng_state()
     five = sample_clips(G, 5, seed=7, batch=5)
     assert five.shape == (5, 3, FRAMES, SIZE, SIZE)
@@ -136,8 +136,8 @@ def test_api_clips_do_not_depend_on_batch_and_seed_leaves_global_rng_alone(video
 def test_run_folder_checkpoint_folder_and_generator_folder_agree(video_run, samples, tmp_path):
     checkpoints = sorted((video_run / "checkpoints").glob("checkpoint-*"))
     assert [p.name for p in checkpoints] == ["checkpoint-000000000012", "checkpoint-000000000024"]
-    _, recipe, found = load_generator(video_run)
-    assert found == checkpoints[-1] and recipe.sample.fps == FPS
+    trained = load_trained(video_run)
+    assert trained.folder == checkpoints[-1] and trained.recipe.sample.fps == FPS
     expected = [(samples / f"sample-{i:05d}.mp4").read_bytes() for i in range(3)]
     assert sample(checkpoints[-1], tmp_path / "ckpt", "--seed", "3") == expected
     assert sample(checkpoints[-1] / "generator_ema", tmp_path / "gen", "--seed", "3") == expected
@@ -145,8 +145,8 @@ def test_run_folder_checkpoint_folder_and_generator_folder_agree(video_run, samp
 
 
 def test_no_ema_uses_the_raw_generator(video_run, tmp_path):
-    ema, _, _ = load_generator(video_run)
-    raw, _, _ = load_generator(video_run, ema=False)
+    ema = load_trained(video_run).generator
+    raw = load_trained(video_run, which="raw").generator
     assert not torch.equal(sample_clips(ema, 2, seed=0), sample_clips(raw, 2, seed=0))
     assert sample(video_run, tmp_path / "ema") != sample(video_run, tmp_path / "raw", "--no-ema")
 
@@ -159,7 +159,7 @@ def test_image_checkpoint_writes_pngs(image_run, tmp_path):
     with Image.open(out / "sample-00000.png") as image:
         assert image.size == (2 * SIZE, 2 * SIZE) and image.mode == "RGB"
     with pytest.raises(ValueError, match="a video model is needed"):
-        load_generator(image_run, kind="video")
+        load_trained(image_run, kind="video")
 
 
 # --- interpolate -----------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def test_interpolate_writes_each_steps_clip_in_turn(video_run, tmp_path):
     steps = (3 - 1) * 3 + 1
     assert facts["codec"] == "h264" and facts["fps"] == 12 and frames.shape == (steps * FRAMES, SIZE, SIZE, 3)
     # the walk starts at sample-00000 of the same seed and passes through sample-00001 at step 3
-    G, _, _ = load_generator(video_run)
+    G = load_trained(video_run).generator
     z = interpolation_latents(G.z_dim, seed=3, points=3, steps=3)
     assert torch.equal(z[[0, 3, 6]], latents(3, G.z_dim, 3))
 
@@ -197,7 +197,7 @@ def test_errors_name_what_is_wrong(video_run, tmp_path, capsys):
     empty_run = tmp_path / "empty-run"
     (empty_run / "checkpoints").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"no checkpoint in .*empty-run/checkpoints"):
-        load_generator(empty_run)
+        load_trained(empty_run)
     assert main_sample([str(empty_run), "--out", str(tmp_path / "o")]) == 2
     assert "vidgan sample: error:" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
@@ -205,12 +205,12 @@ def test_errors_name_what_is_wrong(video_run, tmp_path, capsys):
     stranger.mkdir()
     (stranger / "notes.txt").write_text("hello")
     with pytest.raises(ValueError, match=r"stranger: not a run folder .*, a checkpoint folder"):
-        load_generator(stranger)
+        load_trained(stranger)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"empty: not a run folder"):
-        load_generator(tmp_path / "empty")
+        load_trained(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="no such run"):
-        load_generator(tmp_path / "missing")
+        load_trained(tmp_path / "missing")
 
 
 def copy_checkpoint(video_run: Path, dest: Path) -> Path:
@@ -226,13 +226,13 @@ def test_corrupt_or_truncated_files_are_named(video_run, tmp_path):
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"generator_ema/model.safetensors: corrupt or truncated safetensors"):
-        load_generator(ckpt)
-    load_generator(ckpt, ema=False)  # the raw generator beside it is intact
+        load_trained(ckpt)
+    load_trained(ckpt, which="raw")  # the raw generator beside it is intact
 
     config = ckpt / "generator" / "config.json"
     config.write_text(config.read_text()[:20])
     with pytest.raises(ValueError, match=r"generator/config.json: corrupt or truncated, not valid JSON"):
-        load_generator(ckpt, ema=False)
+        load_trained(ckpt, which="raw")
 
 
 def test_other_architecture_is_refused(video_run, tmp_path):
@@ -240,18 +240,18 @@ def test_other_architecture_is_refused(video_run, tmp_path):
 
     ckpt = copy_checkpoint(video_run, tmp_path)
     # a config describing a wider model than the weights
-    VideoGenerator(100, 8, SIZE, FRAMES).save_pretrained(tmp_path / "wide")
+    save_model(VideoGenerator(100, 8, SIZE, FRAMES), tmp_path / "wide")
     (ckpt / "generator_ema" / "config.json").write_bytes((tmp_path / "wide" / "config.json").read_bytes())
     with pytest.raises(ValueError, match="the weights do not fit the model described by"):
-        load_generator(ckpt)
+        load_trained(ckpt)
     # a discriminator where the generator should be
-    VideoDiscriminator(4, SIZE, FRAMES).save_pretrained(ckpt / "generator")
+    save_model(VideoDiscriminator(4, SIZE, FRAMES), ckpt / "generator")
     with pytest.raises(ValueError, match="holds a VideoDiscriminator, not a generator"):
-        load_generator(ckpt, ema=False)
+        load_trained(ckpt, which="raw")
     # a generator whose shape is not the recipe's
-    VideoGenerator(100, 4, 64, 16).save_pretrained(ckpt / "generator")
+    save_model(VideoGenerator(100, 4, 64, 16), ckpt / "generator")
     with pytest.raises(ValueError, match="does not match its recipe"):
-        load_generator(ckpt, ema=False)
+        load_trained(ckpt, which="raw")
 
 
 def test_bad_options_exit_2(video_run, tmp_path):

@@ -76,9 +76,10 @@ def test_one_process_run_writes_recipe_logs_samples_and_checkpoints(prepared, tm
     last = run / "checkpoints" / "checkpoint-000000000048"
     assert (last / "model.safetensors").is_file()
     # the EMA generator rebuilds from safetensors + its constructor arguments, no pickle involved
-    from vidgan.models import VideoGenerator, load_pretrained
+    from vidgan.checkpoint import load_model
+    from vidgan.models import VideoGenerator
 
-    ema = load_pretrained(last / "generator_ema")
+    ema = load_model(last / "generator_ema")
     assert isinstance(ema, VideoGenerator) and (ema.frames, ema.size) == (8, 32)
     assert load_recipe(last / "recipe.yaml").train.batch_size == 4
     # samples: an MP4 grid that decodes back with the recipe's fps, and a PNG

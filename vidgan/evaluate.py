@@ -5,7 +5,7 @@
     accelerate launch [--multi_gpu --num_processes N] vidgan/evaluate.py ...  (N processes)
 
 RUN_OR_CHECKPOINT is a run folder (its newest checkpoint is used), a checkpoint folder
-(`RUN/checkpoints/checkpoint-<clips>`), or a generator folder written by `save_pretrained`. The EMA
+(`RUN/checkpoints/checkpoint-<clips>`), or a generator folder written by `save_model`. The EMA
 generator is used unless `--generator raw`; weights are read from safetensors, never from pickle.
 I3D.pt is StyleGAN-V's I3D TorchScript file, which vidgan never downloads; its SHA-256 is reported
 with the result. Statistics of the real clips are cached under a hash of everything that made them.
@@ -19,45 +19,43 @@ clips, clips or a generator shorter than 16 frames, an image generator, a detect
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
+
+from accelerate import Accelerator
+
+from data_tools.argtypes import int_at_least
+from data_tools.atomic import atomic_write_json
+from vidgan.checkpoint import CheckpointError, load_trained
+from vidgan.metrics import get_metric
+from vidgan.metrics.fvd import FVDError, result_line
+from vidgan.provenance import versions
 
 NUM_REAL = 2048  # real clips (StyleGAN-V's fvd2048_16f); equals vidgan.metrics.fvd.NUM_REAL
 NUM_FAKE = 2048  # generated clips; equals vidgan.metrics.fvd.NUM_FAKE
 BATCH = 16  # clips per forward pass of G and of I3D, per process
+HELP = "FVD of a trained generator against prepared real clips (StyleGAN-V's protocol)"
 
 
 class EvalError(ValueError):
     """The command cannot run as asked; the message says why."""
 
 
-def _int_at_least(least: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be >= {least}, got {value}")
-        return value
-
-    return parse
-
-
-def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of `vidgan eval` on `p`; `args.run(args)` runs it."""
+    p.description = __doc__
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("checkpoint", type=Path, metavar="RUN_OR_CHECKPOINT",
                    help="run folder (its newest checkpoint), checkpoint folder, or generator folder")
     p.add_argument("--real", type=Path, required=True, metavar="PREPARED_DIR",
                    help="folder written by `vidgan prepare` with clips of >= 16 frames")
     p.add_argument("--i3d", type=Path, required=True, metavar="PATH",
                    help="StyleGAN-V's I3D TorchScript file (i3d_torchscript.pt); never downloaded")
-    p.add_argument("--num-real", type=_int_at_least(2), default=NUM_REAL, metavar="N",
+    p.add_argument("--num-real", type=int_at_least(2), default=NUM_REAL, metavar="N",
                    help=f"real clips; at most the clips the folder holds [{NUM_REAL}]")
-    p.add_argument("--num-fake", type=_int_at_least(2), default=NUM_FAKE, metavar="N",
+    p.add_argument("--num-fake", type=int_at_least(2), default=NUM_FAKE, metavar="N",
                    help=f"generated clips [{NUM_FAKE}]")
-    p.add_argument("--batch", type=_int_at_least(1), default=BATCH, metavar="B",
+    p.add_argument("--batch", type=int_at_least(1), default=BATCH, metavar="B",
                    help=f"clips per forward pass, per process [{BATCH}]")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated clips' noise [0]")
     p.add_argument("--cache", type=Path, default=None, metavar="DIR",
@@ -70,79 +68,30 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "rescale=False, resize=False, return_features=True that it declares; kwargs "
                         "always passes them; plain calls detector(x) [auto]")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
-
-
-def add_eval_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `vidgan eval` on an argparse subparsers object (`args.run(args)` → exit status)."""
-    p = subparsers.add_parser(
-        "eval", help="FVD of a trained generator against prepared real clips (StyleGAN-V's protocol)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
     p.set_defaults(run=run_eval)
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidgan eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    return add_arguments(parser)
-
-
-def generator_folder(path: Path, which: str = "ema") -> tuple[Path, Path | None]:
-    """(the folder holding the generator's config.json + model.safetensors, the checkpoint folder it
-    belongs to or None) for RUN_OR_CHECKPOINT."""
-    from vidgan.checkpoint import EMA_FOLDER, RAW_FOLDER, resolve_checkpoint
-
-    path = Path(path)
-    if (path / "config.json").is_file():
-        return path, None
-    try:
-        checkpoint = resolve_checkpoint(path, also="a generator folder (with config.json)")
-    except (FileNotFoundError, ValueError) as e:
-        raise EvalError(str(e)) from None
-    folder = checkpoint / (EMA_FOLDER if which == "ema" else RAW_FOLDER)
-    if not folder.is_dir():
-        raise EvalError(f"{checkpoint}: has no {folder.name}/ (checkpoints hold it since the generators "
-                        "are exported beside Accelerate's state)")
-    return folder, checkpoint
-
-
-def load_generator(folder: Path):
-    """The generator saved in `folder`, on the CPU; an EvalError for a missing or damaged file."""
-    from vidgan.models import load_pretrained
-
-    try:
-        return load_pretrained(folder)
-    except Exception as e:  # noqa: BLE001 — safetensors, JSON and shape errors alike mean "cannot load"
-        raise EvalError(f"{folder}: cannot load the generator ({type(e).__name__}: {e})") from None
-
-
 def evaluate(args: argparse.Namespace) -> dict | None:
     """Compute the metric as `args` asks; the result dict on the main process, None on the others."""
-    from accelerate import Accelerator
-
-    from vidgan.metrics import get_metric
-    from vidgan.provenance import versions
-
-    folder, checkpoint = generator_folder(args.checkpoint, args.generator)
-    generator = load_generator(folder)
+    try:
+        trained = load_trained(args.checkpoint, which=args.generator)
+    except CheckpointError as e:
+        raise EvalError(f"cannot load the generator: {e}") from None
     accelerator = Accelerator()
     result = get_metric("fvd")(
-        generator, args.real, args.i3d, accelerator=accelerator, num_real=args.num_real,
+        trained.generator, args.real, args.i3d, accelerator=accelerator, num_real=args.num_real,
         num_fake=args.num_fake, batch=args.batch, seed=args.seed, cache_dir=args.cache,
         i3d_call=args.i3d_call, progress=not args.no_progress)
     if result is not None:
-        result = {**result, "checkpoint": None if checkpoint is None else str(checkpoint.resolve()),
-                  "generator": str(folder.resolve()), "versions": versions()}
+        checkpoint = None if trained.checkpoint is None else str(trained.checkpoint.resolve())
+        result = {**result, "checkpoint": checkpoint, "generator": str(trained.generator_folder.resolve()),
+                  "versions": versions()}
     accelerator.wait_for_everyone()
     return result
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from data_tools.atomic import atomic_write_json
-    from vidgan.metrics.fvd import FVDError, result_line
-
     try:
         result = evaluate(args)
     except (EvalError, FVDError) as e:
@@ -157,7 +106,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = configure(argparse.ArgumentParser(prog="vidgan eval")).parse_args(argv)
     return run_eval(args)
 
 

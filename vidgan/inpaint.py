@@ -33,8 +33,7 @@ frames of a clip; or `frames:a-b`, frames a..b (0-based, inclusive) missing. Out
 or an MP4 at the recipe's `sample.fps` (clip), at the model's size.
 
 Layouts: images `[N, C, H, W]`, clips `[N, C, T, H, W]`, float in [-1, 1]; masks the same shape or
-broadcastable to it, 1 = known, 0 = hole; latents `[N, z_dim]`. Heavy imports happen inside the
-functions, so `vidgan --help` answers at once.
+broadcastable to it, 1 = known, 0 = hole; latents `[N, z_dim]`.
 """
 
 from __future__ import annotations
@@ -43,15 +42,16 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-from data_tools.cli import positive_int
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
 
-if TYPE_CHECKING:
-    import numpy as np
-    import torch
-
-    from vidgan.recipe import Recipe
+from data_tools.argtypes import non_negative_float, non_negative_int, positive_int
+from vidgan.checkpoint import CheckpointError, load_trained
+from vidgan.export import to_uint8_frames, write_mp4, write_png
 
 STEPS = 500  # Adam steps on z per start
 RESTARTS = 4  # random starts per sample; the best one is kept
@@ -77,9 +77,6 @@ def importance_weights(mask: "torch.Tensor", window: int = WINDOW) -> "torch.Ten
     the fraction of unknown pixels in the `window`×`window` box around it (a box filter per frame; the
     box is cut at the image border and averages what is left), unknown pixels 0. A frame whose known
     pixels have no unknown pixel within reach weighs each known pixel 1. Same shape as `mask`."""
-    import torch
-    import torch.nn.functional as F
-
     shape = mask.shape
     frames = mask.float().reshape(-1, 1, shape[-2], shape[-1])  # every frame of every channel: [F, 1, H, W]
     hole_fraction = F.avg_pool2d(1 - frames, window, stride=1, padding=window // 2,
@@ -104,9 +101,6 @@ def inpaint(G, D, known: "torch.Tensor", mask: "torch.Tensor", steps: int = STEP
     `[N, C, (T,) H, W]`; z `[N, z_dim]`; all on `known`'s device. G and D are used in eval mode and
     left as they were.
     """
-    import torch
-    import torch.nn.functional as F
-
     if blend not in BLENDS:
         raise ValueError(f"blend must be one of {', '.join(BLENDS)}; got {blend!r}")
     if steps < 0 or restarts < 1 or lam < 0 or lr <= 0:
@@ -154,11 +148,7 @@ def inpaint(G, D, known: "torch.Tensor", mask: "torch.Tensor", steps: int = STEP
                 loss = loss - lam * F.softplus(D(x).float())  # + λ·log(1 − σ(logit))
             return loss
 
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=steps, unit="step", desc="inpaint", dynamic_ncols=True)
+        bar = tqdm(total=steps, unit="step", desc="inpaint", dynamic_ncols=True, disable=not progress)
         for step in range(steps + 1):
             loss = loss_of(z)
             with torch.no_grad():  # keep the best z met so far: loss is that of z before this step
@@ -172,10 +162,8 @@ def inpaint(G, D, known: "torch.Tensor", mask: "torch.Tensor", steps: int = STEP
             optimizer.step()
             with torch.no_grad():
                 z.clamp_(-Z_MAX, Z_MAX)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+            bar.update(1)
+        bar.close()
 
         pick = best_loss.view(restarts, n).argmin(0)  # [N]: the best start of each sample
         z_best = best_z.view(restarts, n, z_dim)[pick, torch.arange(n, device=device)]  # [N, z]
@@ -195,8 +183,6 @@ def inpaint(G, D, known: "torch.Tensor", mask: "torch.Tensor", steps: int = STEP
 
 def _neighbour_sum(x: "torch.Tensor", dims: tuple[int, ...]) -> "torch.Tensor":
     """Sum of each element's axis neighbours along `dims` (2 per axis), zero outside the grid."""
-    import torch
-
     out = torch.zeros_like(x)
     for d in dims:
         size = x.shape[d]
@@ -217,8 +203,6 @@ def poisson_blend(known: "torch.Tensor", generated: "torch.Tensor", mask: "torch
     gradients, each channel of each sample its own system. A hole region that touches no known pixel
     gets u = 0 (plain G(z)).
     """
-    import torch
-
     shape = known.shape
     spatial = shape[2:]
     flat = lambda t: t.reshape(-1, *spatial).float()  # noqa: E731  [N·C, (T,) H, W]
@@ -255,68 +239,6 @@ def poisson_blend(known: "torch.Tensor", generated: "torch.Tensor", mask: "torch
         rr = rr_new
     filled = m * y + hole * (g + u)
     return filled.reshape(shape).to(known.dtype)
-
-
-# --- models ------------------------------------------------------------------------------------
-
-class Models(NamedTuple):
-    """What inpainting needs from a checkpoint."""
-
-    G: object  # the EMA generator (eval mode, no gradients)
-    D: object  # the discriminator (eval mode, no gradients)
-    recipe: "Recipe"  # the recipe that trained them
-    checkpoint: Path  # the checkpoint folder they came from
-
-
-def load_models(path: str | Path, device: str = "cpu") -> Models:
-    """The EMA generator and the discriminator of a run's newest checkpoint, or of a checkpoint
-    folder; no pickle is read. Errors (missing or corrupt files, a D that does not fit the recipe)
-    are InpaintErrors naming the file."""
-    import copy
-
-    import torch
-    from safetensors.torch import load_file
-
-    from vidgan.checkpoint import EMA_FOLDER, RECIPE_NAME, resolve_checkpoint
-    from vidgan.models import DCGANGenerator, VideoGenerator, load_pretrained
-    from vidgan.recipe import RecipeError, load_recipe
-    from vidgan.train import build_models
-
-    try:
-        checkpoint = resolve_checkpoint(path)
-    except (FileNotFoundError, ValueError) as e:
-        raise InpaintError(str(e)) from None
-    recipe_path, g_path, d_path = (checkpoint / RECIPE_NAME, checkpoint / EMA_FOLDER,
-                                   checkpoint / "model_1.safetensors")
-    for needed in (recipe_path, g_path, d_path):
-        if not needed.exists():
-            raise InpaintError(f"{checkpoint}: no {needed.name}: not a complete checkpoint")
-    try:
-        recipe = load_recipe(recipe_path)
-    except RecipeError as e:
-        raise InpaintError(f"{recipe_path}: {e}") from None
-    try:
-        G = load_pretrained(g_path)
-    except Exception as e:  # missing or corrupt config/weights, another architecture: say which file
-        raise InpaintError(f"{g_path}: cannot load the generator ({type(e).__name__}: {e})") from None
-    want = VideoGenerator if recipe.model.kind == "video" else DCGANGenerator
-    if not isinstance(G, want):
-        raise InpaintError(f"{g_path} holds a {type(G).__name__}, but its recipe trains model.kind="
-                           f"{recipe.model.kind}")
-    plain = copy.deepcopy(recipe)  # the same state-dict keys without the multi-GPU / memory switches
-    plain.model.sync_batchnorm = plain.model.channels_last = False
-    with torch.random.fork_rng(devices=[]):  # building D draws its init from the global RNG: leave it be
-        D = build_models(plain)[1]
-    try:
-        state = load_file(str(d_path), device="cpu")
-        state = {re.sub(r"^(_orig_mod\.|module\.)+", "", k): v for k, v in state.items()}
-        D.load_state_dict(state, strict=True)
-    except Exception as e:  # corrupt file, or weights of another architecture
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InpaintError(f"{d_path}: cannot load the discriminator the recipe describes ({first})") from None
-    G = G.to(device).eval().requires_grad_(False)
-    D = D.to(device).eval().requires_grad_(False)
-    return Models(G, D, recipe, checkpoint)
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -512,21 +434,14 @@ def load_mask(spec: str | Path, size: int, frames: int | None, geometry: Geometr
 
 # --- the command -------------------------------------------------------------------------------
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+HELP = "fill holes or missing frames with a trained GAN (Yeh et al. 2017)"
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> None:
+def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of `vidgan inpaint` on `p`; `args.run(args)` runs it."""
+    p.description = ("Search the latent whose generated image or clip best explains the known pixels "
+                     "(contextual loss + the discriminator's prior), then blend it into the holes and "
+                     "write a PNG or MP4.")
     p.add_argument("checkpoint", type=Path, metavar="RUN_OR_CHECKPOINT",
                    help="run folder (its newest checkpoint) or checkpoint folder")
     p.add_argument("--input", type=Path, required=True, metavar="FILE",
@@ -535,34 +450,18 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="PNG, white = known, black = hole (the model's size or the input's; one for all "
                         "frames), or frames:a-b = frames a..b (0-based, inclusive) missing")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .png (image) or .mp4 (clip)")
-    p.add_argument("--steps", type=_non_negative_int, default=STEPS, help=f"Adam steps on z per start [{STEPS}]")
+    p.add_argument("--steps", type=non_negative_int, default=STEPS, help=f"Adam steps on z per start [{STEPS}]")
     p.add_argument("--restarts", type=positive_int, default=RESTARTS,
                    help=f"random starts; the best is kept [{RESTARTS}]")
-    p.add_argument("--lam", type=_non_negative_float, default=LAM,
+    p.add_argument("--lam", type=non_negative_float, default=LAM,
                    help=f"weight of the discriminator's prior loss [{LAM}]")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting latents [0]")
     p.add_argument("--blend", choices=BLENDS, default="poisson",
                    help="poisson: G(z) with its offset to the surroundings removed; paste: G(z) as is [poisson]")
     p.add_argument("--device", default=None, help="torch device [cuda if available, else cpu]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def add_inpaint_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `vidgan inpaint` on the `vidgan` command's subparsers."""
-    p = subparsers.add_parser("inpaint", help="fill holes or missing frames with a trained GAN (Yeh et al. 2017)",
-                              description="Search the latent whose generated image or clip best explains the "
-                                          "known pixels (contextual loss + the discriminator's prior), then "
-                                          "blend it into the holes and write a PNG or MP4.")
-    _add_arguments(p)
     p.set_defaults(run=run_inpaint)
     return p
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidgan inpaint", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_arguments(parser)
-    return parser
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
@@ -581,20 +480,19 @@ def inpaint_file(checkpoint: str | Path, input_path: str | Path, mask: str | Pat
                  steps: int = STEPS, restarts: int = RESTARTS, lam: float = LAM, seed: int = 0,
                  blend: str = "poisson", device: str | None = None, progress: bool = False) -> Path:
     """`vidgan inpaint` as a function: read, search, blend, write `out`; returns `out`."""
-    import torch
-
-    from vidgan.export import to_uint8_frames, write_mp4, write_png
-
     out = Path(out)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    models = load_models(checkpoint, device)
-    video = models.recipe.model.kind == "video"
+    try:
+        trained = load_trained(checkpoint, with_discriminator=True, device=device)
+    except CheckpointError as e:
+        raise InpaintError(str(e)) from None
+    G, video = trained.generator, trained.is_video
     want = ".mp4" if video else ".png"
     if out.suffix.lower() != want:
         raise InpaintError(f"--out {out}: {'a video (3D)' if video else 'an image (2D)'} checkpoint writes {want}")
     if not out.parent.is_dir():
         raise InpaintError(f"--out {out}: no folder {out.parent}")
-    size, frames = models.G.size, (models.G.frames if video else None)
+    size, frames = G.size, (G.frames if video else None)
     pixels, geometry = (load_clip(input_path, size, frames) if video else load_image(input_path, size))
     known_np = load_mask(mask, size, frames, geometry)
 
@@ -606,21 +504,21 @@ def inpaint_file(checkpoint: str | Path, input_path: str | Path, mask: str | Pat
     else:
         x = x.permute(2, 0, 1)[None]  # [1, 3, S, S]
         m = known_mask.view(1, 1, size, size)
-    filled, generated, _ = inpaint(models.G, models.D, x, m, steps=steps, restarts=restarts, lam=lam, seed=seed,
-                                   blend=blend, progress=progress)
+    filled, generated, _ = inpaint(G, trained.discriminator, x, m, steps=steps, restarts=restarts, lam=lam,
+                                   seed=seed, blend=blend, progress=progress)
     frames_out = to_uint8_frames(filled)[0]  # [T, S, S, 3]
     if video:
-        write_mp4(out, frames_out, models.recipe.sample.fps)
+        write_mp4(out, frames_out, trained.recipe.sample.fps)
     else:
         write_png(out, frames_out[0])
     m_full = m.expand_as(x)
     fit = ((generated - x).abs() * m_full).sum() / m_full.sum() * 127.5
-    print(f"wrote {out} ({models.checkpoint.name}; G(z) is off the known pixels by {fit.item():.1f}/255 on average)")
+    print(f"wrote {out} ({trained.folder.name}; G(z) is off the known pixels by {fit.item():.1f}/255 on average)")
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = configure(argparse.ArgumentParser(prog="vidgan inpaint")).parse_args(argv)
     return run_inpaint(args)
 
 

@@ -12,28 +12,26 @@ so clip i depends on the seed and i alone — not on `--batch`, and `--num 100` 
 `--num 10`. `interpolate` walks through the first P latents of the same sequence: with the same seed
 its walk starts at `sample-00000` and passes through `sample-00001`, … . The MP4 encoder is
 deterministic, so the same checkpoint, seed and device give byte-identical files.
-
-Heavy imports (torch, PyAV) happen inside the functions, so `vidgan --help` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
-from data_tools.cli import frame_rate, positive_int
-from vidgan.checkpoint import EMA_FOLDER, RAW_FOLDER, RECIPE_NAME
+import numpy as np
+import torch
+from tqdm import tqdm
 
-if TYPE_CHECKING:
-    import numpy as np
-    import torch
-
-    from vidgan.models import ConfigModule
-    from vidgan.recipe import Recipe
+from data_tools.argtypes import frame_rate, int_at_least, positive_int
+from vidgan.checkpoint import CheckpointError, load_trained
+from vidgan.export import clip_grid, first_frame_grid_png, to_uint8_frames, write_mp4, write_png
+from vidgan.models import ConfigModule, VideoGenerator
+from vidgan.recipe import Recipe
 
 DEFAULT_FPS = 8  # frame rate when no recipe is found beside a bare generator folder (SampleConfig.fps)
 DEFAULT_BATCH = 16  # clips per generator forward pass
@@ -43,141 +41,30 @@ NAME_DIGITS = 5  # sample-00000.mp4; more digits when N needs them
 SLERP_EPS = 1e-7  # below this sin(angle), two latents are treated as parallel and mixed linearly
 
 
-# --- loading ---------------------------------------------------------------------------------
-
-def load_generator(run_or_checkpoint: str | Path, ema: bool = True, device: str = "cpu",
-                   kind: str | None = None) -> tuple["ConfigModule", "Recipe | None", Path]:
-    """Rebuild a trained generator; returns `(G, recipe, checkpoint_path)` with G in eval mode.
-
-    `run_or_checkpoint` is a run folder (its newest checkpoint is used), a checkpoint folder
-    (`checkpoint-<clips>/`), or a generator folder (`generator_ema/`, `generator/`: config.json +
-    model.safetensors) given directly, in which case `ema` is not consulted. `recipe` is the
-    checkpoint's `recipe.yaml` (None for a bare generator folder without one). `checkpoint_path` is
-    the checkpoint folder, or the generator folder when it sits in no checkpoint. `kind` ("video" or
-    "image") makes a generator of the other kind an error.
-
-    Raises FileNotFoundError when something is missing (the path, a run's checkpoints, the generator
-    folder) and ValueError when something is wrong (a folder that is none of the three, a corrupt or
-    truncated config.json / model.safetensors / recipe.yaml, weights that do not fit the config, a
-    model that is no generator or not of `kind`). Every message names the path.
-    """
-    from vidgan.checkpoint import is_checkpoint, resolve_checkpoint
-
-    if kind not in (None, "video", "image"):
-        raise ValueError(f"kind must be 'video', 'image' or None; got {kind!r}")
-    path = Path(run_or_checkpoint)
-    # (a checkpoint's top level holds Accelerate's own model.safetensors: look for its generators first)
-    if path.is_dir() and not is_checkpoint(path) and (
-            (path / "config.json").is_file() or (path / "model.safetensors").is_file()):
-        weights_dir = path  # a generator folder given directly
-        checkpoint = path.parent if (path.parent / RECIPE_NAME).is_file() else path
-    else:
-        checkpoint = resolve_checkpoint(path, also="a generator folder (with config.json and model.safetensors)")
-        weights_dir = checkpoint / (EMA_FOLDER if ema else RAW_FOLDER)
-        if not weights_dir.is_dir():
-            raise FileNotFoundError(f"{checkpoint}: no {weights_dir.name}/ folder: not a complete checkpoint, "
-                                    "or one written before generators were exported")
-
-    G = _load_weights(weights_dir, device)
-    recipe = _load_recipe_beside(checkpoint)
-    _check_kind(G, weights_dir, recipe, kind)
-    return G, recipe, checkpoint
-
-
-def _load_weights(folder: Path, device: str) -> "ConfigModule":
-    """`load_pretrained(folder)` with its failures turned into errors that name the file at fault."""
-    from safetensors import SafetensorError
-
-    from vidgan.models import load_pretrained
-
-    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
-    for p in (config_path, weights_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{folder}: no {p.name}: not a generator folder written by save_pretrained")
-    try:
-        saved = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{config_path}: corrupt or truncated, not valid JSON ({e})") from None
-    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) or "class" not in saved:
-        raise ValueError(f"{config_path}: not a vidgan model config (needs 'class' and 'config')")
-    try:
-        model = load_pretrained(folder, device="cpu")
-    except SafetensorError as e:
-        raise ValueError(f"{weights_path}: corrupt or truncated safetensors file ({e})") from None
-    except RuntimeError as e:  # load_state_dict: missing, unexpected or mis-shaped tensors
-        first = str(e).strip().splitlines()[0]
-        raise ValueError(f"{weights_path}: the weights do not fit the model described by {config_path} "
-                         f"({first})") from None
-    except (TypeError, ValueError) as e:  # unknown class, bad constructor arguments
-        raise ValueError(f"{config_path}: cannot build the model ({e})") from None
-    return model.to(device).eval().requires_grad_(False)
-
-
-def _load_recipe_beside(checkpoint: Path) -> "Recipe | None":
-    import yaml
-
-    from vidgan.recipe import load_recipe
-
-    path = checkpoint / RECIPE_NAME
-    if not path.is_file():
-        return None
-    try:
-        return load_recipe(path)
-    except (ValueError, yaml.YAMLError, UnicodeDecodeError) as e:  # RecipeError is a ValueError
-        raise ValueError(f"{path}: unreadable recipe ({e})") from None
-
-
-def _check_kind(G, folder: Path, recipe: "Recipe | None", kind: str | None) -> None:
-    """G must be a generator, of `kind` if given, and agree with the recipe saved beside it."""
-    from vidgan.models import DCGANGenerator, VideoGenerator
-
-    if isinstance(G, VideoGenerator):
-        have = "video"
-    elif isinstance(G, DCGANGenerator):
-        have = "image"
-    else:
-        raise ValueError(f"{folder} holds a {type(G).__name__}, not a generator")
-    if kind is not None and have != kind:
-        raise ValueError(f"{folder} holds a {type(G).__name__} ({have} model); a {kind} model is needed here")
-    if recipe is not None:
-        m, d = recipe.model, recipe.data
-        frames_differ = have == "video" and G.frames != d.frames
-        if m.kind != have or G.z_dim != m.z_dim or G.size != d.size or frames_differ:
-            raise ValueError(f"{folder} holds a {type(G).__name__} {G.config} that does not match its recipe "
-                             f"(model.kind={m.kind}, model.z_dim={m.z_dim}, data.size={d.size}, "
-                             f"data.frames={d.frames})")
-
-
 def is_video_model(G) -> bool:
     """True for a generator of clips `[N, C, T, H, W]`, False for one of images `[N, C, H, W]`."""
-    from vidgan.models import VideoGenerator
-
     return isinstance(G, VideoGenerator)
 
 
-def recipe_fps(recipe: "Recipe | None") -> int:
+def recipe_fps(recipe: Recipe | None) -> int:
     return recipe.sample.fps if recipe is not None else DEFAULT_FPS
 
 
 # --- noise and generation ---------------------------------------------------------------------
 
-def latents(num: int, z_dim: int, seed: int) -> "torch.Tensor":
+def latents(num: int, z_dim: int, seed: int) -> torch.Tensor:
     """`[num, z_dim]` float32 normals on the CPU: row i is the i-th draw of z_dim from one generator
     seeded with `seed`, so the first rows do not depend on `num`. The global RNG is not touched."""
-    import torch
-
     g = torch.Generator().manual_seed(seed)
     if num == 0:
         return torch.empty(0, z_dim)
     return torch.stack([torch.randn(z_dim, generator=g) for _ in range(num)])  # [num, z_dim]
 
 
-def generate(G, z: "torch.Tensor", batch: int = DEFAULT_BATCH) -> Iterator["torch.Tensor"]:
+def generate(G, z: torch.Tensor, batch: int = DEFAULT_BATCH) -> Iterator[torch.Tensor]:
     """Float clips `[b, C, T, H, W]` (images `[b, C, H, W]`) in [-1, 1] on G's device, `batch` latents
     of `z` `[N, z_dim]` at a time. G must be in eval mode (BatchNorm then uses its running statistics,
     so a clip does not depend on the others in its batch)."""
-    import torch
-
     if batch < 1:
         raise ValueError(f"batch must be >= 1; got {batch}")
     device = next(G.parameters()).device
@@ -186,21 +73,17 @@ def generate(G, z: "torch.Tensor", batch: int = DEFAULT_BATCH) -> Iterator["torc
             yield G(chunk.to(device)).float()
 
 
-def sample_clips(G, num: int, seed: int = 0, batch: int = DEFAULT_BATCH) -> "torch.Tensor":
+def sample_clips(G, num: int, seed: int = 0, batch: int = DEFAULT_BATCH) -> torch.Tensor:
     """`num` clips `[num, C, T, H, W]` (images `[num, C, H, W]`) float32 in [-1, 1] on the CPU, from
     latents(num, G.z_dim, seed). The same seed gives the same clips whatever `batch` is."""
-    import torch
-
     parts = [x.cpu() for x in generate(G, latents(num, G.z_dim, seed), batch)]
     return torch.cat(parts)
 
 
-def slerp(a: "torch.Tensor", b: "torch.Tensor", t: float) -> "torch.Tensor":
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Spherical interpolation from `a` (t = 0) to `b` (t = 1) along the great circle between their
     directions (White 2016, "Sampling Generative Networks"): the path keeps the norm a Gaussian
     latent typically has, where a straight line would pass through improbably short vectors."""
-    import torch
-
     a64, b64 = a.double(), b.double()
     cos = (a64 / a64.norm()) @ (b64 / b64.norm())
     omega = torch.arccos(cos.clamp(-1.0, 1.0))
@@ -210,11 +93,9 @@ def slerp(a: "torch.Tensor", b: "torch.Tensor", t: float) -> "torch.Tensor":
     return (torch.sin((1 - t) * omega) / so * a64 + torch.sin(t * omega) / so * b64).to(a.dtype)
 
 
-def interpolation_latents(z_dim: int, seed: int, points: int = 2, steps: int = 8) -> "torch.Tensor":
+def interpolation_latents(z_dim: int, seed: int, points: int = 2, steps: int = 8) -> torch.Tensor:
     """A walk through `latents(points, z_dim, seed)`: `steps` slerp steps per segment, both ends
     included, so `[(points − 1) · steps + 1, z_dim]`; row k · steps is exactly latent k."""
-    import torch
-
     if points < 2 or steps < 1:
         raise ValueError(f"need points >= 2 and steps >= 1; got points={points}, steps={steps}")
     anchors = latents(points, z_dim, seed)  # [points, z_dim]
@@ -226,7 +107,7 @@ def interpolation_latents(z_dim: int, seed: int, points: int = 2, steps: int = 8
 
 # --- writing ----------------------------------------------------------------------------------
 
-def upscale_frames(frames: "np.ndarray", k: int) -> "np.ndarray":
+def upscale_frames(frames: np.ndarray, k: int) -> np.ndarray:
     """Nearest-neighbour enlargement by `k` of uint8 frames `[..., H, W, 3]` → `[..., H·k, W·k, 3]`."""
     if k == 1:
         return frames
@@ -253,12 +134,6 @@ def write_samples(G, out_dir: str | Path, num: int, seed: int = 0, fps: int | fl
     seen to come out with other bytes (under heavy CPU load; cause not found), which would break
     "same seed, same bytes".
     """
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-    from tqdm import tqdm
-
-    from vidgan.export import clip_grid, first_frame_grid_png, to_uint8_frames, write_mp4, write_png
-
     if num < 1 or upscale < 1:
         raise ValueError(f"need num >= 1 and upscale >= 1; got num={num}, upscale={upscale}")
     out_dir = Path(out_dir)
@@ -305,8 +180,6 @@ def write_samples(G, out_dir: str | Path, num: int, seed: int = 0, fps: int | fl
         finally:
             bar.close()
     if grid:
-        import numpy as np
-
         shown = np.concatenate(kept)  # [min(num, GRID_MAX), T, H, W, 3]
         first_frame_grid_png(out_dir / "grid.png", shown, upscale=upscale)
         if video:
@@ -320,10 +193,6 @@ def write_interpolation(G, out_path: str | Path, seed: int = 0, points: int = 2,
     """One MP4 of a latent walk (`interpolation_latents`): for a video model, the clip of every step
     played one after the other ((points − 1)·steps + 1 clips of T frames); for an image model, one
     frame per step. Returns `(path, frames written)`."""
-    import numpy as np
-
-    from vidgan.export import to_uint8_frames, write_mp4
-
     if upscale < 1:
         raise ValueError(f"upscale must be >= 1; got {upscale}")
     z = interpolation_latents(G.z_dim, seed, points, steps)  # [S, z_dim]
@@ -336,11 +205,14 @@ def write_interpolation(G, out_path: str | Path, seed: int = 0, points: int = 2,
 
 # --- command line -----------------------------------------------------------------------------
 
-def _at_least_two(text: str) -> int:
-    value = positive_int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be >= 2, got {value}")
-    return value
+SAMPLE_HELP = "write MP4 clips from a trained generator"
+SAMPLE_DESCRIPTION = ("Write N clips from a trained generator as H.264 MP4 files (yuv420p, +faststart: "
+                      "they play in a web browser), or PNGs for an image model. The same checkpoint, "
+                      "seed and device give byte-identical files.")
+INTERPOLATE_HELP = "write an MP4 of a walk between noise vectors"
+INTERPOLATE_DESCRIPTION = ("Write one MP4 of a walk through P random noise vectors (spherical "
+                           "interpolation, K steps per segment): each step's clip plays after the "
+                           "previous one; for an image model each step is one frame.")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -357,7 +229,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="torch device [auto: cuda if available, else cpu]")
 
 
-def _configure_sample(p: argparse.ArgumentParser) -> None:
+def configure_sample(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of `vidgan sample` on `p`; `args.run(args)` runs it."""
+    p.description = SAMPLE_DESCRIPTION
     _add_common(p)
     p.add_argument("--num", type=positive_int, default=16, metavar="N", help="clips to write [16]")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
@@ -367,41 +241,23 @@ def _configure_sample(p: argparse.ArgumentParser) -> None:
                         f"min(N, {GRID_MAX}) clips")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_sample)
+    return p
 
 
-def _configure_interpolate(p: argparse.ArgumentParser) -> None:
+def configure_interpolate(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of `vidgan interpolate` on `p`; `args.run(args)` runs it."""
+    p.description = INTERPOLATE_DESCRIPTION
     _add_common(p)
     p.add_argument("--steps", type=positive_int, required=True, metavar="K",
                    help="slerp steps from one noise vector to the next")
-    p.add_argument("--points", type=_at_least_two, default=2, metavar="P",
+    p.add_argument("--points", type=int_at_least(2), default=2, metavar="P",
                    help="random noise vectors the walk passes through [2]")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.mp4", help="the MP4 to write")
     p.set_defaults(run=run_interpolate)
-
-
-SAMPLE_DESCRIPTION = ("Write N clips from a trained generator as H.264 MP4 files (yuv420p, +faststart: "
-                      "they play in a web browser), or PNGs for an image model. The same checkpoint, "
-                      "seed and device give byte-identical files.")
-INTERPOLATE_DESCRIPTION = ("Write one MP4 of a walk through P random noise vectors (spherical "
-                           "interpolation, K steps per segment): each step's clip plays after the "
-                           "previous one; for an image model each step is one frame.")
-
-
-def add_sample_parser(subparsers) -> None:
-    p = subparsers.add_parser("sample", help="write MP4 clips from a trained generator",
-                              description=SAMPLE_DESCRIPTION)
-    _configure_sample(p)
-
-
-def add_interpolate_parser(subparsers) -> None:
-    p = subparsers.add_parser("interpolate", help="write an MP4 of a walk between noise vectors",
-                              description=INTERPOLATE_DESCRIPTION)
-    _configure_interpolate(p)
+    return p
 
 
 def _device(name: str) -> str:
-    import torch
-
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)  # a RuntimeError for a name torch does not know
@@ -410,29 +266,28 @@ def _device(name: str) -> str:
     return name
 
 
-def _open(args, command: str):
-    """(G, recipe, checkpoint, fps) for the command, or None after printing the error."""
+def _open(args, command: str) -> tuple[ConfigModule, Path, Fraction | int] | None:
+    """(G, the folder it came from, fps) for the command, or None after printing the error."""
     try:
-        device = _device(args.device)
-        G, recipe, checkpoint = load_generator(args.checkpoint, ema=not args.no_ema, device=device)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        trained = load_trained(args.checkpoint, which="raw" if args.no_ema else "ema", device=_device(args.device))
+    except (CheckpointError, ValueError, RuntimeError) as e:
         print(f"vidgan {command}: error: {e}", file=sys.stderr)
         return None
-    fps = args.fps if args.fps is not None else recipe_fps(recipe)
-    return G, recipe, checkpoint, fps
+    fps = args.fps if args.fps is not None else recipe_fps(trained.recipe)
+    return trained.generator, trained.folder, fps
 
 
-def _describe(G, checkpoint: Path, no_ema: bool) -> str:
+def _describe(G, folder: Path, no_ema: bool) -> str:
     which = "generator" if no_ema else "EMA generator"
     shape = (f"{G.frames} frames of {G.size}×{G.size}" if is_video_model(G) else f"{G.size}×{G.size} images")
-    return f"{which} of {checkpoint} ({shape})"
+    return f"{which} of {folder} ({shape})"
 
 
 def run_sample(args) -> int:
     opened = _open(args, "sample")
     if opened is None:
         return 2
-    G, _, checkpoint, fps = opened
+    G, folder, fps = opened
     try:
         paths = write_samples(G, args.out, args.num, seed=args.seed, fps=fps, batch=args.batch,
                               grid=args.grid, upscale=args.upscale, progress=False if args.quiet else None)
@@ -441,7 +296,7 @@ def run_sample(args) -> int:
         return 1
     kind = f"MP4 clips at {fps} fps" if is_video_model(G) else "PNG images"
     grid = " and grid.mp4/grid.png" if args.grid and is_video_model(G) else " and grid.png" if args.grid else ""
-    print(f"wrote {len(paths)} {kind}{grid} to {args.out} from the {_describe(G, checkpoint, args.no_ema)}")
+    print(f"wrote {len(paths)} {kind}{grid} to {args.out} from the {_describe(G, folder, args.no_ema)}")
     return 0
 
 
@@ -449,7 +304,7 @@ def run_interpolate(args) -> int:
     opened = _open(args, "interpolate")
     if opened is None:
         return 2
-    G, _, checkpoint, fps = opened
+    G, folder, fps = opened
     try:
         path, frames = write_interpolation(G, args.out, seed=args.seed, points=args.points, steps=args.steps,
                                            fps=fps, batch=args.batch, upscale=args.upscale)
@@ -457,21 +312,17 @@ def run_interpolate(args) -> int:
         print(f"vidgan interpolate: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {path}: {frames} frames at {fps} fps, {(args.points - 1) * args.steps + 1} steps "
-          f"through {args.points} noise vectors, from the {_describe(G, checkpoint, args.no_ema)}")
+          f"through {args.points} noise vectors, from the {_describe(G, folder, args.no_ema)}")
     return 0
 
 
 def main_sample(argv: list[str] | None = None) -> int:
     """`vidgan sample ARGS` in this process; returns the exit status."""
-    p = argparse.ArgumentParser(prog="vidgan sample", description=SAMPLE_DESCRIPTION)
-    _configure_sample(p)
-    args = p.parse_args(argv)
+    args = configure_sample(argparse.ArgumentParser(prog="vidgan sample")).parse_args(argv)
     return args.run(args)
 
 
 def main_interpolate(argv: list[str] | None = None) -> int:
     """`vidgan interpolate ARGS` in this process; returns the exit status."""
-    p = argparse.ArgumentParser(prog="vidgan interpolate", description=INTERPOLATE_DESCRIPTION)
-    _configure_interpolate(p)
-    args = p.parse_args(argv)
+    args = configure_interpolate(argparse.ArgumentParser(prog="vidgan interpolate")).parse_args(argv)
     return args.run(args)

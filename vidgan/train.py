@@ -20,8 +20,19 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from data_tools.atomic import atomic_write_json, atomic_write_text
+from data_tools.dataset import ClipDataset
+from vidgan import losses
+from vidgan.augment import DiffAugment
+from vidgan.checkpoint import build_models, find_checkpoint, save_checkpoint
+from vidgan.export import clip_grid, to_uint8_frames, write_sample_grid
+from vidgan.logs import MetricsCSV, log_video
+from vidgan.models import channels_last, unwrap
 from vidgan.provenance import versions
 from vidgan.recipe import Recipe, RecipeError, dump_recipe, load_recipe
 
@@ -47,30 +58,8 @@ class Progress:
             setattr(self, key, int(value))
 
 
-def build_models(recipe: Recipe):
-    """G and D as the recipe describes them (plain modules, not yet prepared)."""
-    from vidgan.models import (DCGANDiscriminator, DCGANGenerator, VideoDiscriminator, VideoGenerator,
-                               convert_sync_batchnorm, to_channels_last)
-
-    m, d = recipe.model, recipe.data
-    if m.kind == "video":
-        G = VideoGenerator(m.z_dim, m.g_channels, d.size, d.frames, m.two_stream)
-        D = VideoDiscriminator(m.d_channels, d.size, d.frames, batchnorm=m.d_batchnorm,
-                               spectral_norm=m.spectral_norm)
-    else:
-        G = DCGANGenerator(m.z_dim, m.g_channels, d.size)
-        D = DCGANDiscriminator(m.d_channels, d.size, batchnorm=m.d_batchnorm, spectral_norm=m.spectral_norm)
-    if m.sync_batchnorm:
-        G, D = convert_sync_batchnorm(G), convert_sync_batchnorm(D)
-    if m.channels_last:
-        G, D = to_channels_last(G), to_channels_last(D)
-    return G, D
-
-
 def open_dataset(recipe: Recipe):
     """The prepared clips, checked against the recipe's clip shape."""
-    from data_tools import ClipDataset
-
     root = Path(recipe.data.root)
     try:
         dataset = ClipDataset(root)
@@ -104,20 +93,58 @@ def _crossed(before: int, after: int, every_kimg: float) -> bool:
     return after // every > before // every
 
 
+def real_clips(batch_video: torch.Tensor, video: bool, memory_format: bool) -> torch.Tensor:
+    """uint8 `[B, T, S, S, 3]` on the device → float `[B, 3, T, S, S]` in [-1, 1], or for the image
+    model one random frame of each clip, `[B, 3, S, S]`."""
+    x = batch_video.permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)  # [B, 3, T, S, S]
+    if not video:
+        pick = torch.randint(x.shape[2], (x.shape[0],), device=x.device)
+        x = x[torch.arange(x.shape[0], device=x.device), :, pick]  # [B, 3, S, S]
+    return channels_last(x) if memory_format else x
+
+
+def write_training_samples(accelerator: Accelerator, ema: torch.nn.Module, fixed_z: torch.Tensor, recipe: Recipe,
+                  clips_seen: int) -> None:
+    """The EMA generator's clips for the fixed noise: an MP4 grid and a PNG of first frames in
+    RUN/samples, and the first 16 as an animated image in TensorBoard. Main process only."""
+    if not accelerator.is_main_process:
+        return
+    with torch.no_grad():
+        clips = torch.cat([ema(z.to(accelerator.device)) for z in fixed_z.split(16)])  # [N, 3, T, S, S]
+    write_sample_grid(Path(recipe.run.dir) / "samples", f"clips-{clips_seen:012d}", clips.float(),
+                      recipe.sample.fps)
+    if recipe.log.tensorboard and recipe.model.kind == "video":
+        frames = to_uint8_frames(clips[:16].float())  # [N, T, S, S, 3]
+        log_video(accelerator.get_tracker("tensorboard", unwrap=True), "samples", clip_grid(frames),
+                  recipe.sample.fps, clips_seen)
+
+
+def write_run_description(accelerator: Accelerator, recipe: Recipe, clips_in_dataset: int) -> None:
+    """RUN/recipe.yaml (the resolved recipe, versions and command above it) and RUN/run.json (the
+    processes, device and precision). Main process only."""
+    if not accelerator.is_main_process:
+        return
+    run_dir = Path(recipe.run.dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe, {**versions(), "command": " ".join(sys.argv)}))
+    atomic_write_json(run_dir / "run.json", {
+        "world_size": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type),
+        "mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device),
+        "clips_in_dataset": clips_in_dataset, "global_batch": recipe.train.batch_size * accelerator.num_processes,
+        **versions()})
+
+
+def check_finite(accelerator: Accelerator, non_finite: torch.Tensor, clips_seen: int) -> None:
+    """Stop the run, on every rank, once any rank has met a non-finite loss."""
+    if accelerator.reduce(non_finite.clone(), reduction="sum").item():
+        raise TrainingError(f"non-finite loss (NaN or Inf) by {clips_seen / 1000:.3f} kimg: stopping. "
+                            "The last good checkpoint is kept; lower the learning rates, or try "
+                            "loss.r1_gamma > 0 or model.spectral_norm=true")
+
+
 def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) -> Path:
     """Run (or continue) the training the recipe describes; returns the run folder."""
-    from accelerate import Accelerator, DataLoaderConfiguration
-    from accelerate.utils import set_seed
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from vidgan import losses
-    from vidgan.augment import DiffAugment
-    from vidgan.checkpoint import find_checkpoint, save_checkpoint
-    from vidgan.export import to_uint8_frames, write_sample_grid
-    from vidgan.logs import MetricsCSV, log_video
-    from vidgan.models import channels_last, unwrap
-
+    # --- Initialise: processes, data, and where the run starts -------------------------------------
     run_dir = Path(recipe.run.dir)
     accelerator = Accelerator(
         log_with="tensorboard" if recipe.log.tensorboard else None,
@@ -141,18 +168,22 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
         if checkpoint is None and accelerator.is_main_process:
             print(f"--resume {resume}: no checkpoint in {run_dir} yet, starting from the beginning")
 
+    # --- Construct networks, optimizers and the loader; distribute them ------------------------------
     set_seed(recipe.seed)  # the same initial weights on every rank
     G, D = build_models(recipe)
     if recipe.train.compile:
         G, D = torch.compile(G), torch.compile(D)
     ema = copy.deepcopy(unwrap(G)).eval().requires_grad_(False)  # [N, z] → clips, for samples
-    opt_g = torch.optim.Adam(G.parameters(), lr=recipe.optim.lr_g, betas=(recipe.optim.beta1, recipe.optim.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=recipe.optim.lr_d, betas=(recipe.optim.beta1, recipe.optim.beta2))
+    betas = (recipe.optim.beta1, recipe.optim.beta2)
+    opt_g = torch.optim.Adam(G.parameters(), lr=recipe.optim.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=recipe.optim.lr_d, betas=betas)
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
                         num_workers=recipe.data.num_workers, persistent_workers=recipe.data.num_workers > 0,
                         generator=torch.Generator().manual_seed(recipe.seed))
     G, D, opt_g, opt_d, loader = accelerator.prepare(G, D, opt_g, opt_d, loader)
     ema.to(device)
+
+    # --- Resume: every rank's models, optimizers, RNG states, EMA and counters ------------------------
     progress = Progress()
     accelerator.register_for_checkpointing(ema, progress)
     if checkpoint is not None:
@@ -164,13 +195,8 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
         # random state from the checkpoint, and goes on exactly as if it had never stopped.
         set_seed(recipe.seed + accelerator.process_index)
 
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe, {**versions(), "command": " ".join(sys.argv)}))
-        atomic_write_json(run_dir / "run.json", {
-            "world_size": world, "distributed_type": str(accelerator.distributed_type),
-            "mixed_precision": accelerator.mixed_precision, "device": str(device),
-            "clips_in_dataset": len(dataset), "global_batch": global_batch, **versions()})
+    # --- Initialise logs, augmentation, EMA rate and the fixed noise of the samples ------------------
+    write_run_description(accelerator, recipe, len(dataset))
     resumed_at = progress.clips if checkpoint is not None else None
     csv_log = MetricsCSV(run_dir / "logs" / "metrics.csv", resumed_at) if (
         recipe.log.csv and accelerator.is_main_process) else None
@@ -179,7 +205,6 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
                 for k, v in (values.items() if isinstance(values, dict) else [("", values)])}
         accelerator.init_trackers("tensorboard", config={k.rstrip("."): v for k, v in flat.items()},
                                   init_kwargs={"tensorboard": {"purge_step": progress.clips}})
-
     video = recipe.model.kind == "video"
     z_dim = recipe.model.z_dim
     augment = DiffAugment(recipe.loss.augment_policy, p=recipe.loss.augment_p)
@@ -187,50 +212,20 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
     ema_beta = 0.5 ** (global_batch / (recipe.train.ema_kimg * 1000)) if recipe.train.ema_kimg > 0 else 0.0
     fixed_z = torch.randn(recipe.sample.count, z_dim, generator=torch.Generator().manual_seed(recipe.sample.seed))
     total = round(recipe.train.kimg * 1000)
-    memory_format = recipe.model.channels_last
-
-    def reals_from(batch_video: torch.Tensor) -> torch.Tensor:
-        """uint8 `[B, T, S, S, 3]` on the device → float `[B, 3, T, S, S]` (or a random frame
-        `[B, 3, S, S]` for the image model) in [-1, 1]."""
-        x = batch_video.permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)  # [B, 3, T, S, S]
-        if not video:
-            pick = torch.randint(x.shape[2], (x.shape[0],), device=x.device)
-            x = x[torch.arange(x.shape[0], device=x.device), :, pick]  # [B, 3, S, S]
-        return channels_last(x) if memory_format else x
-
-    def write_samples() -> None:
-        if not accelerator.is_main_process:
-            return
-        with torch.no_grad():
-            clips = torch.cat([ema(z.to(device)) for z in fixed_z.split(16)])  # [N, 3, T, S, S]
-        stem = f"clips-{progress.clips:012d}"
-        write_sample_grid(run_dir / "samples", stem, clips.float(), recipe.sample.fps)
-        if recipe.log.tensorboard and video:
-            frames = to_uint8_frames(clips[:16].float())  # [N, T, S, S, 3]
-            from vidgan.export import clip_grid
-
-            log_video(accelerator.get_tracker("tensorboard", unwrap=True), "samples", clip_grid(frames),
-                      recipe.sample.fps, progress.clips)
-
     sums = torch.zeros(5, device=device)  # loss_d, loss_g, D(x), D(G(z)), non-finite count
     steps_in_log, log_started, run_started = 0, time.perf_counter(), time.perf_counter()
     bar = tqdm(total=total, initial=min(progress.clips, total), unit="clip", unit_scale=True,
                disable=not (progress_bar and accelerator.is_local_main_process), dynamic_ncols=True)
 
-    def check_finite() -> None:
-        bad = accelerator.reduce(sums[4:5].clone(), reduction="sum").item()
-        if bad:
-            raise TrainingError(f"non-finite loss (NaN or Inf) by {progress.clips / 1000:.3f} kimg: stopping. "
-                                "The last good checkpoint is kept; lower the learning rates, or try "
-                                "loss.r1_gamma > 0 or model.spectral_norm=true")
-
+    # --- Train ----------------------------------------------------------------------------------------
     while progress.clips < total:
         loader.set_epoch(progress.epoch)
         batches = accelerator.skip_first_batches(loader, progress.batch_in_epoch) if progress.batch_in_epoch \
             else loader
         for batch_data in batches:
-            reals = reals_from(batch_data["video"])
+            reals = real_clips(batch_data["video"], video, recipe.model.channels_last)  # [B, 3, T, S, S]
             n = reals.shape[0]
+
             # (1) Update D: minimise −[log D(x) + log(1 − D(G(z)))], a backward after each D pass
             with torch.no_grad():
                 fakes = G(torch.randn(n, z_dim, device=device))
@@ -262,7 +257,7 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
             opt_g.zero_grad(set_to_none=True)
             D.requires_grad_(True)
 
-            # EMA of G, half-life ema_kimg: ema = β·ema + (1 − β)·G; buffers copied
+            # (3) Update the EMA of G, half-life ema_kimg: ema = β·ema + (1 − β)·G; buffers copied
             with torch.no_grad():
                 g = unwrap(G)
                 for p_ema, p in zip(ema.parameters(), g.parameters()):
@@ -270,6 +265,7 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
                 for b_ema, b in zip(ema.buffers(), g.buffers()):
                     b_ema.copy_(b)
 
+            # (4) Count the step; sum the scalars of the log
             with torch.no_grad():
                 step_losses = torch.stack([(loss_real + loss_fake).detach().float(), loss_g.detach().float()])
                 sums[:2] += step_losses
@@ -284,8 +280,9 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
             bar.update(min(progress.clips, total) - min(before, total))
             done = progress.clips >= total
 
+            # (5) Log, every log.every_kimg
             if done or _crossed(before, progress.clips, recipe.log.every_kimg):
-                check_finite()
+                check_finite(accelerator, sums[4:5], progress.clips)
                 means = (accelerator.reduce(sums[:4].clone(), reduction="mean") / steps_in_log).tolist()
                 now = time.perf_counter()
                 scalars = {"loss_d": means[0], "loss_g": means[1], "d_real": means[2], "d_fake": means[3],
@@ -298,13 +295,17 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
                 bar.set_postfix_str(f"kimg {scalars['kimg']:.2f} D {means[0]:.3f} G {means[1]:.3f}")
                 sums.zero_()
                 steps_in_log, log_started = 0, now
+
+            # (6) Samples from the fixed noise, every sample.every_kimg
             if done or _crossed(before, progress.clips, recipe.sample.every_kimg):
-                check_finite()
-                write_samples()
+                check_finite(accelerator, sums[4:5], progress.clips)
+                write_training_samples(accelerator, ema, fixed_z, recipe, progress.clips)
+
+            # (7) Checkpoint, every train.checkpoint_kimg; never after a non-finite loss
             if done or _crossed(before, progress.clips, recipe.train.checkpoint_kimg):
-                check_finite()  # never save a checkpoint after a non-finite loss
-                save_checkpoint(accelerator, run_dir, progress.clips, recipe.train.keep_checkpoints,
-                                write_extra=lambda folder: export_generators(folder, recipe, ema, unwrap(G)))
+                check_finite(accelerator, sums[4:5], progress.clips)
+                save_checkpoint(accelerator, run_dir, progress.clips, recipe.train.keep_checkpoints, recipe,
+                                ema, unwrap(G))
             if done:
                 break
         else:
@@ -312,6 +313,7 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
             progress.batch_in_epoch = 0
     bar.close()
 
+    # --- Done: each rank's weight fingerprints (equal on every rank of a healthy DDP run) -------------
     ranks = run_dir / "ranks"
     if accelerator.is_main_process:
         ranks.mkdir(parents=True, exist_ok=True)
@@ -324,31 +326,21 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
     return run_dir
 
 
-def export_generators(folder: Path, recipe: Recipe, ema: torch.nn.Module, generator: torch.nn.Module) -> None:
-    """Beside Accelerate's state, the generators as safetensors + constructor arguments
-    (`generator_ema/`, `generator/`) and the recipe: what sampling needs, loadable without pickle."""
-    from vidgan.checkpoint import EMA_FOLDER, RAW_FOLDER, RECIPE_NAME
-    from vidgan.models import save_pretrained
-
-    save_pretrained(ema, folder / EMA_FOLDER)
-    save_pretrained(generator, folder / RAW_FOLDER)
-    atomic_write_text(folder / RECIPE_NAME, dump_recipe(recipe))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidgan train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", type=Path, help="recipe YAML, e.g. recipes/ucf64.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="recipe overrides, e.g. train.kimg=100 run.dir=runs/try2")
-    parser.add_argument("--resume", metavar="latest|PATH",
-                        help="continue from the newest checkpoint of run.dir, or from a checkpoint folder")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
+def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of `vidgan train` on `p`."""
+    p.description = __doc__
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("recipe", type=Path, help="recipe YAML, e.g. recipes/ucf64.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="recipe overrides, e.g. train.kimg=100 run.dir=runs/try2")
+    p.add_argument("--resume", metavar="latest|PATH",
+                   help="continue from the newest checkpoint of run.dir, or from a checkpoint folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = configure(argparse.ArgumentParser(prog="vidgan train")).parse_args(argv)
     try:
         recipe = load_recipe(args.recipe, args.overrides)
         train(recipe, resume=args.resume, progress_bar=not args.no_progress)

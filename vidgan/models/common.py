@@ -1,29 +1,22 @@
 """Pieces shared by the 2D and 3D models: the DCGAN initialisation, the stability switches
-(spectral norm, SyncBatchNorm, channels_last), shape checks, and save / load as safetensors.
+(spectral norm, SyncBatchNorm, channels_last), shape checks, and rebuilding a model from its
+constructor arguments.
 
 Models stay plain `nn.Module`s: they know nothing of files, YAML or Accelerate. `ConfigModule` only
-remembers the constructor arguments so a model can be written as `config.json` + `model.safetensors`
-(the Hugging Face folder layout) and rebuilt from them, with no pickle anywhere.
+remembers the constructor arguments, so that `vidgan.checkpoint` can write a model as plain JSON
+beside its weights and `build_model` can make it again from them.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 SIZES = (32, 64, 128)  # supported output sides in pixels (square frames): 3, 4 or 5 doublings from 4×4
 FRAMES = (8, 16, 32, 64)  # supported clip lengths in frames
-
-CONFIG_NAME = "config.json"  # constructor arguments and class name, plain JSON
-WEIGHTS_NAME = "model.safetensors"  # parameters and buffers, no pickle
-FORMAT_VERSION = 1  # bumped when the folder layout changes
 
 INIT_STD = 0.02  # DCGAN init: conv weights ~ N(0, 0.02), BatchNorm weights ~ N(1, 0.02)
 
@@ -133,7 +126,7 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-# --- save / load ----------------------------------------------------------------------------
+# --- rebuilding from constructor arguments -------------------------------------------------------
 
 _REGISTRY: dict[str, type["ConfigModule"]] = {}
 
@@ -141,8 +134,8 @@ _REGISTRY: dict[str, type["ConfigModule"]] = {}
 class ConfigModule(nn.Module):
     """An `nn.Module` that remembers its constructor arguments in `self.config` (a JSON-able dict).
 
-    Subclasses set `self.config` in `__init__` and are registered by class name, so
-    `load_pretrained(folder)` can rebuild any of them from `config.json`.
+    Subclasses set `self.config` in `__init__` and are registered by class name, so that
+    `build_model(name, config)` can construct any of them again.
     """
 
     config: dict[str, Any]
@@ -151,17 +144,12 @@ class ConfigModule(nn.Module):
         super().__init_subclass__(**kwargs)
         _REGISTRY[cls.__name__] = cls
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write `config.json` and `model.safetensors` into `folder`; see `save_pretrained`."""
-        return save_pretrained(self, folder)
 
-    @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "ConfigModule":
-        """Rebuild the model saved in `folder`; an error if it was saved from another class."""
-        model = load_pretrained(folder, device=device)
-        if not isinstance(model, cls):
-            raise ValueError(f"{folder} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
+def build_model(class_name: str, config: dict[str, Any]) -> ConfigModule:
+    """A new `class_name(**config)`; ValueError naming the known classes for an unknown one."""
+    if class_name not in _REGISTRY:
+        raise ValueError(f"unknown model class {class_name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[class_name](**config)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -174,44 +162,3 @@ def unwrap(model: nn.Module) -> nn.Module:
             raise TypeError(f"not a vidgan model: {type(model).__name__}")
         model = inner
     return model
-
-
-def save_pretrained(model: nn.Module, folder: str | Path) -> Path:
-    """Save a vidgan model as `folder/config.json` (class + constructor args) and
-    `folder/model.safetensors` (state dict: parameters and buffers, on CPU, contiguous). No pickle.
-
-    Accepts compiled or DDP-wrapped models. Returns the folder.
-    """
-    model = unwrap(model)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = {"class": type(model).__name__, "config": model.config, "format_version": FORMAT_VERSION}
-    # Each file is written under a temporary name and renamed: a reader never sees half a file.
-    weights_tmp = folder / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
-    config_tmp = folder / f".{CONFIG_NAME}.tmp-{os.getpid()}"
-    # safetensors refuses non-contiguous tensors (channels_last weights are); the copy keeps values exact
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(weights_tmp), metadata={"format": "pt"})
-    config_tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    os.replace(weights_tmp, folder / WEIGHTS_NAME)
-    os.replace(config_tmp, folder / CONFIG_NAME)
-    return folder
-
-
-def load_pretrained(folder: str | Path, device: str | torch.device = "cpu") -> ConfigModule:
-    """Rebuild the model saved by `save_pretrained`: construct it from `config.json`, then load
-    `model.safetensors` strictly (every key must match). Works offline; values round-trip bit-exact.
-    """
-    folder = Path(folder)
-    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"no {path.name} in {folder}: not a folder written by save_pretrained")
-    saved = json.loads(config_path.read_text())
-    name = saved.get("class")
-    if name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
-        raise ValueError(f"{config_path}: unknown model class {name!r}; known: {known}")
-    model = _REGISTRY[name](**saved["config"])
-    model.load_state_dict(load_file(str(weights_path), device="cpu"), strict=True)
-    return model.to(device)
