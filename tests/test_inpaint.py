@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from videos import write_lossless
+from videos import flat_frames, write_lossless
 
 from vidgan.checkpoint import load_trained
 from vidgan.inpaint import Geometry, importance_weights, inpaint, load_image, load_mask, main, poisson_blend
@@ -21,13 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32  # the models' side
 FRAMES = 8  # the video model's clip length
 HOLE = (slice(8, 24), slice(8, 24))  # a 16×16 hole in the middle of a 32×32 picture
-
-
-def flat_frames(count: int, seed: int) -> np.ndarray:
-    """`count` pictures of one random colour each, uint8 `[count, 32, 32, 3]`: data a tiny GAN learns in
-    seconds, and whose holes the surroundings determine (their colour is the colour of the rest)."""
-    colours = np.random.default_rng(seed).integers(0, 256, (count, 1, 1, 3), dtype=np.uint8)
-    return np.ascontiguousarray(np.broadcast_to(colours, (count, SIZE, SIZE, 3)))
 
 
 def to_float(frames: np.ndarray) -> torch.Tensor:
@@ -40,31 +33,11 @@ def hole_error(x: torch.Tensor, truth: torch.Tensor) -> float:
     return float((x - truth)[..., HOLE[0], HOLE[1]].abs().mean()) * 127.5
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """An image (2D) and a video (3D) run trained on 256 flat-colour frames, and those frames."""
-    from data_tools import PrepareOptions, prepare
-    from vidgan.recipe import load_recipe
-    from vidgan.train import train
-
-    root = tmp_path_factory.mktemp("inpaint")
-    frames = flat_frames(256, seed=0)  # [256, 32, 32, 3]
-    (root / "videos").mkdir()
-    write_lossless(root / "videos" / "colours.mkv", frames)
-    prepare(root / "videos", root / "clips", PrepareOptions(frames=FRAMES, size=SIZE, stride=1, workers=1),
-            progress=False)
-    common = [f"data.root={root / 'clips'}", f"data.frames={FRAMES}", f"data.size={SIZE}", "model.z_dim=8",
-              "model.g_channels=8", "model.d_channels=8", "model.d_batchnorm=false", "train.batch_size=16",
-              "optim.lr_g=0.002", "optim.lr_d=0.002", "train.ema_kimg=0", "sample.count=4", "sample.fps=10",
-              "log.tensorboard=false", "train.checkpoint_kimg=100", "sample.every_kimg=100", "log.every_kimg=100"]
-    # 500 steps of 16 frames: enough for G to paint flat colours near the ones asked for (≈8 s on 2 cores)
-    image_run = train(load_recipe(None, [*common, "model.kind=image", "train.kimg=8", f"run.dir={root / 'image'}"]),
-                      progress_bar=False)
-    # the 3D model only has to run: 4 steps
-    video_run = train(load_recipe(None, [*common, "model.kind=video", "model.g_channels=4", "model.d_channels=4",
-                                         "train.batch_size=8", "train.kimg=0.032", f"run.dir={root / 'video'}"]),
-                      progress_bar=False)
-    return {"image": image_run, "video": video_run, "frames": frames}
+@pytest.fixture
+def trained(trained_runs) -> dict:
+    """The shared tiny runs (conftest.trained_runs): an image (2D) and a video (3D) run trained on 256
+    flat-colour frames, and those frames."""
+    return trained_runs
 
 
 # --- the pieces, against hand computations ---------------------------------------------------------

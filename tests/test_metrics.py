@@ -240,19 +240,10 @@ def prepared(videos) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def run_dir(prepared) -> Path:
-    """One training step of a tiny 16-frame 3D GAN, in this process."""
-    from vidgan.recipe import load_recipe
-    from vidgan.train import train
-
-    run = prepared.parent / "run"
-    recipe = load_recipe(None, [f"data.root={prepared}", "data.frames=16", "data.size=32", "model.g_channels=4",
-                                "model.d_channels=4", "model.z_dim=16", "train.batch_size=4", "train.kimg=0.004",
-                                "train.checkpoint_kimg=0.004", "train.ema_kimg=0.01", "sample.every_kimg=1",
-                                "sample.count=2", "log.every_kimg=0.004", "log.tensorboard=false", f"run.dir={run}"])
-    train(recipe, progress_bar=False)
-    return run
+@pytest.fixture
+def run_dir(trained_runs) -> Path:
+    """The shared tiny 16-frame 3D GAN (conftest.trained_runs)."""
+    return trained_runs["video16"]
 
 
 def eval_args(run: Path, prepared: Path, i3d: Path, cache: Path, out: Path | None = None, *extra: str) -> list[str]:
@@ -272,10 +263,11 @@ def run_main(args: list[str]) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def first_eval(run_dir, prepared, standin_i3d):
+def first_eval(trained_runs, prepared, standin_i3d, tmp_path_factory):
     """One-process `vidgan eval` with an empty cache: (result JSON, cache dir, stdout, stderr)."""
-    cache, out = run_dir.parent / "cache", run_dir.parent / "fvd.json"
-    code, stdout, stderr = run_main(eval_args(run_dir, prepared, standin_i3d, cache, out))
+    folder = tmp_path_factory.mktemp("eval")
+    cache, out = folder / "cache", folder / "fvd.json"
+    code, stdout, stderr = run_main(eval_args(trained_runs["video16"], prepared, standin_i3d, cache, out))
     assert code == 0, stderr
     return json.loads(out.read_text()), cache, stdout, stderr
 
@@ -342,7 +334,7 @@ def test_eval_writes_the_result_with_the_detector_hash_and_caches_the_real_stati
         raise AssertionError("a real clip was read although its statistics are cached")
 
     monkeypatch.setattr(ClipDataset, "clip", no_reading)
-    out = run_dir.parent / "fvd-again.json"
+    out = cache.parent / "fvd-again.json"
     code, stdout2, stderr2 = run_main(eval_args(latest, prepared, standin_i3d, cache, out))
     assert code == 0, stderr2
     again = json.loads(out.read_text())
@@ -353,7 +345,7 @@ def test_eval_writes_the_result_with_the_detector_hash_and_caches_the_real_stati
     other = StandInI3D().eval()
     with torch.no_grad():
         other.proj.bias.fill_(0.5)
-    other_path = save_torchscript(other, run_dir.parent / "i3d-other.pt")
+    other_path = save_torchscript(other, cache.parent / "i3d-other.pt")
     with pytest.raises(AssertionError, match="a real clip was read"):
         run_main(eval_args(latest, prepared, other_path, cache))
 

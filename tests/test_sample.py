@@ -13,52 +13,25 @@ from PIL import Image
 from vidgan.checkpoint import load_trained, save_model
 from vidgan.sample import interpolation_latents, latents, main_interpolate, main_sample, sample_clips, slerp
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "recipes" / "demo.yaml"
-FRAMES, SIZE, FPS = 8, 32, 8  # the tiny runs' clip shape and the demo recipe's sample.fps
+FRAMES, SIZE, FPS = 8, 32, 10  # the shared tiny runs' clip shape and sample.fps (conftest.trained_runs)
+
+
+@pytest.fixture
+def video_run(trained_runs) -> Path:
+    return trained_runs["video"]
+
+
+@pytest.fixture
+def image_run(trained_runs) -> Path:
+    return trained_runs["image"]
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """24 clips of [8, 32, 32, 3]: 2 classes × 2 synth videos of 30 frames, stride 4."""
-    from data_tools import PrepareOptions, prepare
-    from data_tools.synth import write_demo_corpus
-
-    root = tmp_path_factory.mktemp("sample-data")
-    write_demo_corpus(root / "videos", classes=2, videos_per_class=2, seconds=1.2)
-    prepare(root / "videos", root / "clips", PrepareOptions(frames=FRAMES, size=SIZE, stride=4, workers=1),
-            progress=False)
-    return root / "clips"
-
-
-def train_tiny(prepared: Path, run_dir: Path, *extra: str) -> Path:
-    """A few-second run in this process: 6 steps of 4 clips, checkpoints at 12 and 24 clips."""
-    from vidgan.recipe import load_recipe
-    from vidgan.train import train
-
-    overrides = [f"data.root={prepared}", f"data.frames={FRAMES}", f"data.size={SIZE}", "model.g_channels=4",
-                 "model.d_channels=4", "train.batch_size=4", "train.kimg=0.024", "train.checkpoint_kimg=0.012",
-                 "train.ema_kimg=0.01", "sample.every_kimg=1", "sample.count=4", "log.every_kimg=1",
-                 "log.tensorboard=false", f"run.dir={run_dir}", *extra]
-    return train(load_recipe(DEMO, overrides), progress_bar=False)
-
-
-@pytest.fixture(scope="module")
-def video_run(prepared, tmp_path_factory) -> Path:
-    return train_tiny(prepared, tmp_path_factory.mktemp("runs") / "video")
-
-
-@pytest.fixture(scope="module")
-def image_run(prepared, tmp_path_factory) -> Path:
-    return train_tiny(prepared, tmp_path_factory.mktemp("runs") / "image", "model.kind=image")
-
-
-@pytest.fixture(scope="module")
-def samples(video_run, tmp_path_factory) -> Path:
+def samples(trained_runs, tmp_path_factory) -> Path:
     """`vidgan sample RUN --num 5 --seed 3 --batch 2 --grid`, shared by the tests that only read it."""
     out = tmp_path_factory.mktemp("samples") / "s"
-    assert main_sample([str(video_run), "--num", "5", "--seed", "3", "--batch", "2", "--grid", "--quiet",
-                        "--out", str(out)]) == 0
+    assert main_sample([str(trained_runs["video"]), "--num", "5", "--seed", "3", "--batch", "2", "--grid",
+                        "--quiet", "--out", str(out)]) == 0
     return out
 
 
@@ -254,10 +227,11 @@ def test_other_architecture_is_refused(video_run, tmp_path):
         load_trained(ckpt, which="raw")
 
 
-def test_bad_options_exit_2(video_run, tmp_path):
+def test_bad_options_exit_2(tmp_path):
+    run = tmp_path / "run"  # argparse refuses the options before any folder is read
     for bad in (["--num", "0"], ["--upscale", "0"], ["--fps", "-3"], ["--batch", "x"]):
         with pytest.raises(SystemExit) as exit_info:
-            main_sample([str(video_run), "--out", str(tmp_path / "o"), *bad])
+            main_sample([str(run), "--out", str(tmp_path / "o"), *bad])
         assert exit_info.value.code == 2
     with pytest.raises(SystemExit):
-        main_interpolate([str(video_run), "--steps", "2", "--points", "1", "--out", str(tmp_path / "w.mp4")])
+        main_interpolate([str(run), "--steps", "2", "--points", "1", "--out", str(tmp_path / "w.mp4")])

@@ -1,6 +1,10 @@
-"""The training script as users run it: one process, two DDP processes over gloo, resume, SIGKILL."""
+"""The training script as users run it: the real script in one process and in two DDP processes over
+gloo, SIGKILL and resume; resume exactness, errors and the image model through the same command run
+in this process."""
 
+import contextlib
 import csv
+import io
 import json
 import os
 import signal
@@ -40,7 +44,18 @@ def tiny(prepared: Path, run_dir: Path, *extra: str) -> list[str]:
             f"run.dir={run_dir}", *extra, "--no-progress"]
 
 
+def train_here(args: list[str]) -> subprocess.CompletedProcess:
+    """`vidgan train ARGS` in this process (the same code as the script, without its start-up cost)."""
+    from vidgan.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["train", *args])
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
+
+
 def run_train(args: list[str], processes: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python vidgan/train.py ARGS`, or `accelerate launch` over `processes` ranks: the real script."""
     if processes == 1:
         command = [sys.executable, str(TRAIN), *args]
     else:  # DDP over gloo on the CPU: ACCELERATE_USE_CPU with --multi_gpu starts real ranks
@@ -105,11 +120,11 @@ def test_one_process_run_writes_recipe_logs_samples_and_checkpoints(prepared, tm
 
 
 def test_resume_latest_continues_exactly_where_the_run_stopped(prepared, tmp_path):
-    whole = run_train(tiny(prepared, tmp_path / "whole", "loss.augment_p=0.5"))
+    whole = train_here(tiny(prepared, tmp_path / "whole", "loss.augment_p=0.5"))
     assert whole.returncode == 0, whole.stderr
-    first = run_train(tiny(prepared, tmp_path / "parts", "loss.augment_p=0.5", "train.kimg=0.024"))
+    first = train_here(tiny(prepared, tmp_path / "parts", "loss.augment_p=0.5", "train.kimg=0.024"))
     assert first.returncode == 0, first.stderr
-    second = run_train([*tiny(prepared, tmp_path / "parts", "loss.augment_p=0.5"), "--resume", "latest"])
+    second = train_here([*tiny(prepared, tmp_path / "parts", "loss.augment_p=0.5"), "--resume", "latest"])
     assert second.returncode == 0, second.stderr
     assert "resumed from" in second.stdout
     assert [int(r["clips"]) for r in csv_rows(tmp_path / "parts")] == [8, 16, 24, 32, 40, 48]
@@ -163,10 +178,10 @@ def test_sigkill_mid_run_then_resume_latest(prepared, tmp_path):
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(prepared, tmp_path):
     run = tmp_path / "nan"
-    assert run_train(tiny(prepared, run, "train.kimg=0.024")).returncode == 0
+    assert train_here(tiny(prepared, run, "train.kimg=0.024")).returncode == 0
     before = sorted(p.name for p in (run / "checkpoints").iterdir())
     # an R1 weight beyond float32 turns the loss into Inf at the first step after the resume
-    result = run_train([*tiny(prepared, run, "loss.r1_gamma=1e39", "loss.r1_every=1"), "--resume", "latest"])
+    result = train_here([*tiny(prepared, run, "loss.r1_gamma=1e39", "loss.r1_every=1"), "--resume", "latest"])
     assert result.returncode == 1
     assert "non-finite loss (NaN or Inf)" in result.stderr and "last good checkpoint is kept" in result.stderr
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
@@ -178,20 +193,19 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(prepar
     ("data.frames=12", "data.frames: one of 8, 16, 32, 64"),
 ])
 def test_a_bad_recipe_key_fails_at_once_naming_it(prepared, tmp_path, override, message):
-    result = subprocess.run([sys.executable, "-m", "vidgan", "train", *tiny(prepared, tmp_path / "r", override)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = train_here(tiny(prepared, tmp_path / "r", override))
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "r").exists()  # failed before any work
 
 
 def test_a_fresh_start_refuses_a_run_folder_with_checkpoints(prepared, tmp_path):
-    assert run_train(tiny(prepared, tmp_path / "r", "train.kimg=0.024")).returncode == 0
-    result = run_train(tiny(prepared, tmp_path / "r"))
+    assert train_here(tiny(prepared, tmp_path / "r", "train.kimg=0.024")).returncode == 0
+    result = train_here(tiny(prepared, tmp_path / "r"))
     assert result.returncode == 1 and "already holds checkpoints" in result.stderr
 
 
 def test_clip_shape_must_match_the_prepared_folder(prepared, tmp_path):
-    result = run_train(tiny(prepared, tmp_path / "r", "data.frames=16"))
+    result = train_here(tiny(prepared, tmp_path / "r", "data.frames=16"))
     assert result.returncode == 1
     assert "data.frames=16, but" in result.stderr and "clips of 8 frames" in result.stderr
 
@@ -205,7 +219,7 @@ def test_unknown_key_in_the_recipe_file_is_named(tmp_path):
 
 def test_image_recipe_trains_the_2d_dcgan_on_single_frames(prepared, tmp_path):
     run = tmp_path / "image"
-    result = run_train(tiny(prepared, run, "model.kind=image", "train.kimg=0.024"))
+    result = train_here(tiny(prepared, run, "model.kind=image", "train.kimg=0.024"))
     assert result.returncode == 0, result.stderr
     assert (run / "samples" / "clips-000000000024.png").is_file()
     assert not list((run / "samples").glob("*.mp4"))  # images: a PNG grid only

@@ -17,6 +17,13 @@ def id_frame(index: int, height: int = 48, width: int = 64) -> np.ndarray:
     return np.broadcast_to(value, (height, width, 3)).copy()
 
 
+def flat_frames(count: int, seed: int, size: int = 32) -> np.ndarray:
+    """`count` pictures of one random colour each, uint8 `[count, size, size, 3]`: data a tiny GAN
+    learns in seconds, and whose holes the surroundings determine (their colour is the rest's)."""
+    colours = np.random.default_rng(seed).integers(0, 256, (count, 1, 1, 3), dtype=np.uint8)
+    return np.ascontiguousarray(np.broadcast_to(colours, (count, size, size, 3)))
+
+
 def frame_id(frame: np.ndarray) -> int:
     """The index `id_frame` encoded in a (possibly resized) flat frame."""
     r, g = (int(round(float(frame[..., c].mean()) / STEP)) for c in (0, 1))
