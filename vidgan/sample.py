@@ -21,7 +21,7 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -277,43 +277,44 @@ def _open(args, command: str) -> tuple[ConfigModule, Path, Fraction | int] | Non
     return trained.generator, trained.folder, fps
 
 
-def _describe(G, folder: Path, no_ema: bool) -> str:
-    which = "generator" if no_ema else "EMA generator"
-    shape = (f"{G.frames} frames of {G.size}×{G.size}" if is_video_model(G) else f"{G.size}×{G.size} images")
-    return f"{which} of {folder} ({shape})"
+def _run(args, command: str, write: Callable[[ConfigModule, Fraction | int], str]) -> int:
+    """Load the generator, `write(G, fps)` the output, print what was written and where it came
+    from; the exit status: 2 for a generator that cannot be loaded, 1 for a failed write."""
+    opened = _open(args, command)
+    if opened is None:
+        return 2
+    G, folder, fps = opened
+    try:
+        written = write(G, fps)
+    except OSError as e:
+        print(f"vidgan {command}: error: {e}", file=sys.stderr)
+        return 1
+    which = "generator" if args.no_ema else "EMA generator"
+    shape = f"{G.frames} frames of {G.size}×{G.size}" if is_video_model(G) else f"{G.size}×{G.size} images"
+    print(f"{written} from the {which} of {folder} ({shape})")
+    return 0
 
 
 def run_sample(args) -> int:
-    opened = _open(args, "sample")
-    if opened is None:
-        return 2
-    G, folder, fps = opened
-    try:
-        paths = write_samples(G, args.out, args.num, seed=args.seed, fps=fps, batch=args.batch,
-                              grid=args.grid, upscale=args.upscale, progress=False if args.quiet else None)
-    except OSError as e:
-        print(f"vidgan sample: error: {e}", file=sys.stderr)
-        return 1
-    kind = f"MP4 clips at {fps} fps" if is_video_model(G) else "PNG images"
-    grid = " and grid.mp4/grid.png" if args.grid and is_video_model(G) else " and grid.png" if args.grid else ""
-    print(f"wrote {len(paths)} {kind}{grid} to {args.out} from the {_describe(G, folder, args.no_ema)}")
-    return 0
+    def write(G, fps) -> str:
+        paths = write_samples(G, args.out, args.num, seed=args.seed, fps=fps, batch=args.batch, grid=args.grid,
+                              upscale=args.upscale, progress=False if args.quiet else None)
+        video = is_video_model(G)
+        kind = f"MP4 clips at {fps} fps" if video else "PNG images"
+        grid = (" and grid.mp4/grid.png" if video else " and grid.png") if args.grid else ""
+        return f"wrote {len(paths)} {kind}{grid} to {args.out}"
+
+    return _run(args, "sample", write)
 
 
 def run_interpolate(args) -> int:
-    opened = _open(args, "interpolate")
-    if opened is None:
-        return 2
-    G, folder, fps = opened
-    try:
+    def write(G, fps) -> str:
         path, frames = write_interpolation(G, args.out, seed=args.seed, points=args.points, steps=args.steps,
                                            fps=fps, batch=args.batch, upscale=args.upscale)
-    except OSError as e:
-        print(f"vidgan interpolate: error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}: {frames} frames at {fps} fps, {(args.points - 1) * args.steps + 1} steps "
-          f"through {args.points} noise vectors, from the {_describe(G, folder, args.no_ema)}")
-    return 0
+        return (f"wrote {path}: {frames} frames at {fps} fps, {(args.points - 1) * args.steps + 1} steps "
+                f"through {args.points} noise vectors,")
+
+    return _run(args, "interpolate", write)
 
 
 def main_sample(argv: list[str] | None = None) -> int:
