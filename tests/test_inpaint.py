@@ -14,8 +14,8 @@ from PIL import Image
 
 from videos import write_lossless
 
-from vidgan.inpaint import (Geometry, importance_weights, inpaint, load_image, load_mask, load_models, main,
-                            poisson_blend)
+from data_tools.read import Geometry
+from vidgan.inpaint import importance_weights, inpaint, load_image, load_mask, load_models, main, poisson_blend
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32  # the models' side

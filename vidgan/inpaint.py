@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from data_tools.read import Geometry, ReadError
     from vidgan.recipe import Recipe
 
 STEPS = 500  # Adam steps on z per start
@@ -321,141 +322,41 @@ def load_models(path: str | Path, device: str = "cpu") -> Models:
 
 # --- inputs ------------------------------------------------------------------------------------
 
-class Geometry(NamedTuple):
-    """How an input's stored pixels become the model's S×S: the centred square crop, then area resize."""
-
-    width: int  # input width as stored (after EXIF orientation for images), pixels
-    height: int  # input height, pixels
-    sar: object  # pixel aspect ratio (Fraction)
-    rotation: int  # display rotation still to apply (videos), degrees counter-clockwise
-
-
-def _area_resize(array: "np.ndarray", geometry: Geometry, size: int) -> "np.ndarray":
-    """float `[H, W, C]` stored pixels → `[S, S, C]`: centred square crop (as displayed) + exact area
-    resize, the transform `vidgan prepare` applies (data_tools.geometry)."""
-    import numpy as np
-
-    from data_tools.geometry import area_matrix, square_crop
-
-    box = square_crop(geometry.width, geometry.height, geometry.sar)
-    crop = array[box.y: box.y + box.height, box.x: box.x + box.width].astype(np.float32)  # [h, w, C]
-    rows, cols = area_matrix(box.height, size), area_matrix(box.width, size)  # [S, h], [S, w]
-    return np.einsum("sh,hwc,tw->stc", rows, crop, cols, optimize=True)  # [S, S, C]
-
-
-def _open_image(path: Path):
-    from PIL import Image, ImageOps
+def load_image(path: str | Path, size: int) -> tuple["np.ndarray", "Geometry"]:
+    """An image file → uint8 RGB `[S, S, 3]` (upright, centred square, area-resized) and its geometry
+    (data_tools.read_image), its problems in the command's words."""
+    from data_tools.read import ReadError, read_image
 
     try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image)  # upright, as a viewer shows it
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise InpaintError(f"cannot read {path} as an image ({e})") from None
+        return read_image(path, size)
+    except ReadError as e:
+        raise _input_error(e, Path(path), None) from None
 
 
-def _is_video(path: Path) -> bool:
-    """Whether `path` holds a moving picture PyAV decodes: a video container with a decodable frame,
-    or at least two decodable frames (FFmpeg opens any file named *.png as a one-picture 'video')."""
-    import av
+def load_clip(path: str | Path, size: int, frames: int) -> tuple["np.ndarray", "Geometry"]:
+    """A video file → its first `frames` frames as uint8 RGB `[T, S, S, 3]`, decoded exactly as `vidgan
+    prepare` decodes (data_tools.read_video), and its geometry."""
+    from data_tools.read import ReadError, read_video
 
-    from data_tools.backends.base import DecodeError
-    from data_tools.backends.pyav import open_video
-    from data_tools.discover import sniff_container
-
-    with open(path, "rb") as f:
-        container_kind = sniff_container(f.read(512))
     try:
-        container, stream = open_video(path)
-    except (DecodeError, OSError):
-        return False
-    decoded = 0
-    try:
-        for _ in container.decode(stream):
-            decoded += 1
-            if decoded == 2:
-                break
-    except (av.error.FFmpegError, ValueError):
-        pass
-    finally:
-        container.close()
-    return decoded >= 2 or (decoded == 1 and container_kind is not None)
+        return read_video(path, size, frames)
+    except ReadError as e:
+        raise _input_error(e, Path(path), frames) from None
 
 
-def _is_still_image(path: Path) -> bool:
-    """Whether `path` is a picture of one frame (FFmpeg opens PNG and JPEG files as 1-frame videos)."""
-    from data_tools.discover import sniff_container
-
-    with open(path, "rb") as f:
-        if sniff_container(f.read(512)) is not None:
-            return False
-    try:
-        image = _open_image(path)
-    except InpaintError:
-        return False
-    return getattr(image, "n_frames", 1) == 1
-
-
-def load_image(path: str | Path, size: int) -> tuple["np.ndarray", Geometry]:
-    """An image file → uint8 RGB `[S, S, 3]` (upright, centred square, area-resized) and its geometry."""
-    import numpy as np
-    from fractions import Fraction
-
-    path = Path(path)
-    if not path.is_file():
-        raise InpaintError(f"--input {path}: no such file")
-    try:
-        image = _open_image(path)
-    except InpaintError:
-        if _is_video(path):
-            raise InpaintError(f"--input {path} is a video, but the checkpoint holds an image (2D) model: "
-                               "give a PNG or JPEG image") from None
-        raise
-    rgb = np.asarray(image.convert("RGB"))  # [H, W, 3] uint8
-    geometry = Geometry(rgb.shape[1], rgb.shape[0], Fraction(1), 0)
-    out = _area_resize(rgb, geometry, size)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8), geometry
-
-
-def load_clip(path: str | Path, size: int, frames: int) -> tuple["np.ndarray", Geometry]:
-    """A video file → its first `frames` frames as uint8 RGB `[T, S, S, 3]`, decoded by PyAV exactly
-    as `vidgan prepare` decodes (display rotation, centred square, area resize), and its geometry."""
-    import numpy as np
-
-    from data_tools.backends.base import DecodeError, ReadStats
-    from data_tools.backends.pyav import iter_frames, open_video, stream_sar
-    from data_tools.geometry import normalise_rotation
-
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise InpaintError(f"--input {path}: no such file")
-    if _is_still_image(path):
-        raise InpaintError(f"--input {path} is an image, but the checkpoint holds a video (3D) model: "
-                           "give a video")
-    try:
-        container, stream = open_video(path)
-        try:
-            first = next(container.decode(stream))
-            geometry = Geometry(first.width, first.height, stream_sar(stream), normalise_rotation(first.rotation))
-        finally:
-            container.close()
-        decoded = []
-        source = iter_frames(path, size, ReadStats())
-        try:
-            for frame in source:
-                decoded.append(frame.convert())  # [S, S, 3] uint8
-                if len(decoded) == frames:
-                    break
-        finally:
-            source.close()
-    except (DecodeError, StopIteration, OSError, av.error.FFmpegError) as e:
-        why = e if str(e) else "no frame decoded"
-        raise InpaintError(f"cannot read {path} as a video ({why})") from None
-    if len(decoded) < frames:
-        raise InpaintError(f"--input {path} has {len(decoded)} frames, but the model makes clips of {frames}")
-    return np.stack(decoded), geometry
+def _input_error(e: "ReadError", path: Path, frames: int | None) -> InpaintError:
+    """Why `--input` cannot be used, saying which kind of input the checkpoint takes."""
+    if e.found == "missing":
+        return InpaintError(f"--input {path}: no such file")
+    if e.found == "video":
+        return InpaintError(f"--input {path} is a video, but the checkpoint holds an image (2D) model: "
+                            "give a PNG or JPEG image")
+    if e.found == "image":
+        return InpaintError(f"--input {path} is an image, but the checkpoint holds a video (3D) model: "
+                            "give a video")
+    if e.found == "short":
+        return InpaintError(f"--input {path} has {e.frames} frames, but the model makes clips of {frames}")
+    return InpaintError(e.reason)
 
 
 def parse_frames_spec(text: str) -> tuple[int, int] | None:
@@ -473,6 +374,8 @@ def load_mask(spec: str | Path, size: int, frames: int | None, geometry: Geometr
     from `frames:a-b` (those frames missing; clips only). A mask PNG is of the model's size, or of the
     input's (then transformed like the input; a model pixel is known only if all it covers is)."""
     import numpy as np
+
+    from data_tools.read import ReadError, open_image, resize_mask
 
     text = str(spec)
     span = parse_frames_spec(text) if text.startswith("frames:") else None
@@ -493,14 +396,17 @@ def load_mask(spec: str | Path, size: int, frames: int | None, geometry: Geometr
     path = Path(text)
     if not path.is_file():
         raise InpaintError(f"--mask {path}: no such file")
-    image = _open_image(path)
+    try:
+        image = open_image(path)
+    except ReadError as e:
+        raise InpaintError(e.reason) from None
     grey = np.asarray(image.convert("L"))  # [h, w] uint8
     known = (grey >= MASK_THRESHOLD).astype(np.float32)
     h, w = known.shape
     if (w, h) == (size, size):
         pass
     elif (w, h) == (geometry.width, geometry.height) and geometry.rotation == 0:
-        known = (_area_resize(known[:, :, None], geometry, size)[:, :, 0] > 1 - 1e-4).astype(np.float32)
+        known = (resize_mask(known, geometry, size) > 1 - 1e-4).astype(np.float32)
     else:
         input_size = "" if geometry.rotation or (geometry.width, geometry.height) == (size, size) else \
             f" or the input's {geometry.width}×{geometry.height}"
