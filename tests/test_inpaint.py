@@ -14,8 +14,9 @@ from PIL import Image
 
 from videos import flat_frames, write_lossless
 
+from data_tools.read import Geometry
 from vidgan.checkpoint import load_trained
-from vidgan.inpaint import Geometry, importance_weights, inpaint, load_image, load_mask, main, poisson_blend
+from vidgan.inpaint import importance_weights, inpaint, load_image, load_mask, main, poisson_blend
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32  # the models' side

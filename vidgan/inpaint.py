@@ -39,10 +39,11 @@ broadcastable to it, 1 = known, 0 = hole; latents `[N, z_dim]`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -50,6 +51,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data_tools.argtypes import non_negative_float, non_negative_int, positive_int
+from data_tools.read import Geometry, ReadError, open_image, read_image, read_video, resize_mask
 from vidgan.checkpoint import CheckpointError, load_trained
 from vidgan.export import to_uint8_frames, write_mp4, write_png
 
@@ -72,7 +74,7 @@ class InpaintError(RuntimeError):
 
 # --- the search --------------------------------------------------------------------------------
 
-def importance_weights(mask: "torch.Tensor", window: int = WINDOW) -> "torch.Tensor":
+def importance_weights(mask: torch.Tensor, window: int = WINDOW) -> torch.Tensor:
     """Yeh et al.'s weights for a binary mask `[N, C, (T,) H, W]` (1 = known): each known pixel weighs
     the fraction of unknown pixels in the `window`×`window` box around it (a box filter per frame; the
     box is cut at the image border and averages what is left), unknown pixels 0. A frame whose known
@@ -87,9 +89,9 @@ def importance_weights(mask: "torch.Tensor", window: int = WINDOW) -> "torch.Ten
     return weights.reshape(shape)
 
 
-def inpaint(G, D, known: "torch.Tensor", mask: "torch.Tensor", steps: int = STEPS, restarts: int = RESTARTS,
+def inpaint(G, D, known: torch.Tensor, mask: torch.Tensor, steps: int = STEPS, restarts: int = RESTARTS,
             lam: float = LAM, seed: int = 0, *, lr: float = LR, blend: str = "poisson",
-            progress: bool = False) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+            progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fill the holes of `known` with the generator's best explanation of the rest.
 
     known: `[N, C, H, W]` (image G) or `[N, C, T, H, W]` (video G), float in [-1, 1]; what is under a
@@ -122,11 +124,7 @@ def inpaint(G, D, known: "torch.Tensor", mask: "torch.Tensor", steps: int = STEP
     n = known.shape[0]
     y = known.detach().to(device, torch.float32)
     m = mask.to(device)
-    modules = [G] if D is None else [G, D]
-    states = [(module, module.training, [p.requires_grad for p in module.parameters()]) for module in modules]
-    try:
-        for module in modules:
-            module.eval().requires_grad_(False)
+    with _frozen(G, D):  # eval mode, no weight gradients; restored afterwards
         with torch.no_grad():
             made = G(torch.zeros(1, z_dim, device=device)).shape[1:]
         if tuple(made) != tuple(y.shape[1:]):
@@ -170,18 +168,28 @@ def inpaint(G, D, known: "torch.Tensor", mask: "torch.Tensor", steps: int = STEP
         with torch.no_grad():
             generated = G(z_best).float()  # [N, C, (T,) H, W]
         filled = poisson_blend(y, generated, m) if blend == "poisson" else m * y + (1 - m) * generated
-    finally:
-        for module, training, grads in states:
-            module.train(training)
-            for p, g in zip(module.parameters(), grads):
-                p.requires_grad_(g)
     filled = filled.clamp(-1, 1)
     filled = torch.where(m.bool(), y, filled)  # known pixels exactly as given
     out = known.device
     return filled.to(out, known.dtype), generated.to(out), z_best.detach().to(out)
 
 
-def _neighbour_sum(x: "torch.Tensor", dims: tuple[int, ...]) -> "torch.Tensor":
+@contextlib.contextmanager
+def _frozen(*modules: torch.nn.Module | None) -> Iterator[None]:
+    """The modules in eval mode without weight gradients for the block, then as they were."""
+    kept = [(m, m.training, [p.requires_grad for p in m.parameters()]) for m in modules if m is not None]
+    try:
+        for module, _, _ in kept:
+            module.eval().requires_grad_(False)
+        yield
+    finally:
+        for module, training, grads in kept:
+            module.train(training)
+            for p, g in zip(module.parameters(), grads):
+                p.requires_grad_(g)
+
+
+def _neighbour_sum(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     """Sum of each element's axis neighbours along `dims` (2 per axis), zero outside the grid."""
     out = torch.zeros_like(x)
     for d in dims:
@@ -193,8 +201,8 @@ def _neighbour_sum(x: "torch.Tensor", dims: tuple[int, ...]) -> "torch.Tensor":
     return out
 
 
-def poisson_blend(known: "torch.Tensor", generated: "torch.Tensor", mask: "torch.Tensor",
-                  max_iter: int | None = None) -> "torch.Tensor":
+def poisson_blend(known: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor,
+                  max_iter: int | None = None) -> torch.Tensor:
     """Known pixels from `known`; holes from `generated` + u, u harmonic in the holes and equal to
     `known − generated` on the known pixels: Poisson blending with G's gradients as guidance.
 
@@ -243,141 +251,37 @@ def poisson_blend(known: "torch.Tensor", generated: "torch.Tensor", mask: "torch
 
 # --- inputs ------------------------------------------------------------------------------------
 
-class Geometry(NamedTuple):
-    """How an input's stored pixels become the model's S×S: the centred square crop, then area resize."""
-
-    width: int  # input width as stored (after EXIF orientation for images), pixels
-    height: int  # input height, pixels
-    sar: object  # pixel aspect ratio (Fraction)
-    rotation: int  # display rotation still to apply (videos), degrees counter-clockwise
-
-
-def _area_resize(array: "np.ndarray", geometry: Geometry, size: int) -> "np.ndarray":
-    """float `[H, W, C]` stored pixels → `[S, S, C]`: centred square crop (as displayed) + exact area
-    resize, the transform `vidgan prepare` applies (data_tools.geometry)."""
-    import numpy as np
-
-    from data_tools.geometry import area_matrix, square_crop
-
-    box = square_crop(geometry.width, geometry.height, geometry.sar)
-    crop = array[box.y: box.y + box.height, box.x: box.x + box.width].astype(np.float32)  # [h, w, C]
-    rows, cols = area_matrix(box.height, size), area_matrix(box.width, size)  # [S, h], [S, w]
-    return np.einsum("sh,hwc,tw->stc", rows, crop, cols, optimize=True)  # [S, S, C]
-
-
-def _open_image(path: Path):
-    from PIL import Image, ImageOps
-
+def load_image(path: str | Path, size: int) -> tuple[np.ndarray, Geometry]:
+    """An image file → uint8 RGB `[S, S, 3]` (upright, centred square, area-resized) and its geometry
+    (data_tools.read_image), its problems in the command's words."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image)  # upright, as a viewer shows it
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise InpaintError(f"cannot read {path} as an image ({e})") from None
+        return read_image(path, size)
+    except ReadError as e:
+        raise _input_error(e, Path(path), None) from None
 
 
-def _is_video(path: Path) -> bool:
-    """Whether `path` holds a moving picture PyAV decodes: a video container with a decodable frame,
-    or at least two decodable frames (FFmpeg opens any file named *.png as a one-picture 'video')."""
-    import av
-
-    from data_tools.backends.base import DecodeError
-    from data_tools.backends.pyav import open_video
-    from data_tools.discover import sniff_container
-
-    with open(path, "rb") as f:
-        container_kind = sniff_container(f.read(512))
+def load_clip(path: str | Path, size: int, frames: int) -> tuple[np.ndarray, Geometry]:
+    """A video file → its first `frames` frames as uint8 RGB `[T, S, S, 3]`, decoded exactly as `vidgan
+    prepare` decodes (data_tools.read_video), and its geometry."""
     try:
-        container, stream = open_video(path)
-    except (DecodeError, OSError):
-        return False
-    decoded = 0
-    try:
-        for _ in container.decode(stream):
-            decoded += 1
-            if decoded == 2:
-                break
-    except (av.error.FFmpegError, ValueError):
-        pass
-    finally:
-        container.close()
-    return decoded >= 2 or (decoded == 1 and container_kind is not None)
+        return read_video(path, size, frames)
+    except ReadError as e:
+        raise _input_error(e, Path(path), frames) from None
 
 
-def _is_still_image(path: Path) -> bool:
-    """Whether `path` is a picture of one frame (FFmpeg opens PNG and JPEG files as 1-frame videos)."""
-    from data_tools.discover import sniff_container
-
-    with open(path, "rb") as f:
-        if sniff_container(f.read(512)) is not None:
-            return False
-    try:
-        image = _open_image(path)
-    except InpaintError:
-        return False
-    return getattr(image, "n_frames", 1) == 1
-
-
-def load_image(path: str | Path, size: int) -> tuple["np.ndarray", Geometry]:
-    """An image file → uint8 RGB `[S, S, 3]` (upright, centred square, area-resized) and its geometry."""
-    import numpy as np
-    from fractions import Fraction
-
-    path = Path(path)
-    if not path.is_file():
-        raise InpaintError(f"--input {path}: no such file")
-    try:
-        image = _open_image(path)
-    except InpaintError:
-        if _is_video(path):
-            raise InpaintError(f"--input {path} is a video, but the checkpoint holds an image (2D) model: "
-                               "give a PNG or JPEG image") from None
-        raise
-    rgb = np.asarray(image.convert("RGB"))  # [H, W, 3] uint8
-    geometry = Geometry(rgb.shape[1], rgb.shape[0], Fraction(1), 0)
-    out = _area_resize(rgb, geometry, size)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8), geometry
-
-
-def load_clip(path: str | Path, size: int, frames: int) -> tuple["np.ndarray", Geometry]:
-    """A video file → its first `frames` frames as uint8 RGB `[T, S, S, 3]`, decoded by PyAV exactly
-    as `vidgan prepare` decodes (display rotation, centred square, area resize), and its geometry."""
-    import numpy as np
-
-    from data_tools.backends.base import DecodeError, ReadStats
-    from data_tools.backends.pyav import iter_frames, open_video, stream_sar
-    from data_tools.geometry import normalise_rotation
-
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise InpaintError(f"--input {path}: no such file")
-    if _is_still_image(path):
-        raise InpaintError(f"--input {path} is an image, but the checkpoint holds a video (3D) model: "
-                           "give a video")
-    try:
-        container, stream = open_video(path)
-        try:
-            first = next(container.decode(stream))
-            geometry = Geometry(first.width, first.height, stream_sar(stream), normalise_rotation(first.rotation))
-        finally:
-            container.close()
-        decoded = []
-        source = iter_frames(path, size, ReadStats())
-        try:
-            for frame in source:
-                decoded.append(frame.convert())  # [S, S, 3] uint8
-                if len(decoded) == frames:
-                    break
-        finally:
-            source.close()
-    except (DecodeError, StopIteration, OSError, av.error.FFmpegError) as e:
-        why = e if str(e) else "no frame decoded"
-        raise InpaintError(f"cannot read {path} as a video ({why})") from None
-    if len(decoded) < frames:
-        raise InpaintError(f"--input {path} has {len(decoded)} frames, but the model makes clips of {frames}")
-    return np.stack(decoded), geometry
+def _input_error(e: ReadError, path: Path, frames: int | None) -> InpaintError:
+    """Why `--input` cannot be used, saying which kind of input the checkpoint takes."""
+    if e.found == "missing":
+        return InpaintError(f"--input {path}: no such file")
+    if e.found == "video":
+        return InpaintError(f"--input {path} is a video, but the checkpoint holds an image (2D) model: "
+                            "give a PNG or JPEG image")
+    if e.found == "image":
+        return InpaintError(f"--input {path} is an image, but the checkpoint holds a video (3D) model: "
+                            "give a video")
+    if e.found == "short":
+        return InpaintError(f"--input {path} has {e.frames} frames, but the model makes clips of {frames}")
+    return InpaintError(e.reason)
 
 
 def parse_frames_spec(text: str) -> tuple[int, int] | None:
@@ -390,12 +294,10 @@ def parse_frames_spec(text: str) -> tuple[int, int] | None:
     return a, b
 
 
-def load_mask(spec: str | Path, size: int, frames: int | None, geometry: Geometry) -> "np.ndarray":
+def load_mask(spec: str | Path, size: int, frames: int | None, geometry: Geometry) -> np.ndarray:
     """The known pixels as a float32 array of 0/1: `[S, S]` from a mask PNG (white = known), or `[T]`
     from `frames:a-b` (those frames missing; clips only). A mask PNG is of the model's size, or of the
     input's (then transformed like the input; a model pixel is known only if all it covers is)."""
-    import numpy as np
-
     text = str(spec)
     span = parse_frames_spec(text) if text.startswith("frames:") else None
     if text.startswith("frames:"):
@@ -415,14 +317,17 @@ def load_mask(spec: str | Path, size: int, frames: int | None, geometry: Geometr
     path = Path(text)
     if not path.is_file():
         raise InpaintError(f"--mask {path}: no such file")
-    image = _open_image(path)
+    try:
+        image = open_image(path)
+    except ReadError as e:
+        raise InpaintError(e.reason) from None
     grey = np.asarray(image.convert("L"))  # [h, w] uint8
     known = (grey >= MASK_THRESHOLD).astype(np.float32)
     h, w = known.shape
     if (w, h) == (size, size):
         pass
     elif (w, h) == (geometry.width, geometry.height) and geometry.rotation == 0:
-        known = (_area_resize(known[:, :, None], geometry, size)[:, :, 0] > 1 - 1e-4).astype(np.float32)
+        known = (resize_mask(known, geometry, size) > 1 - 1e-4).astype(np.float32)
     else:
         input_size = "" if geometry.rotation or (geometry.width, geometry.height) == (size, size) else \
             f" or the input's {geometry.width}×{geometry.height}"

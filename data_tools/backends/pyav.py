@@ -257,8 +257,24 @@ def _shows_a_frame(packet: av.Packet) -> bool:
     return bool(packet.size) and not packet.is_discard
 
 
+def _undecodable(why: str) -> DecodeError:  # perhaps a codec this FFmpeg build lacks: let decord try
+    return DecodeError(f"PyAV cannot decode the video stream ({why})")
+
+
 def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[SourceFrame]:
     """Decoded frames of `path` in display order with their times; conversion to S×S RGB is lazy.
+    The file is opened on the first frame asked for and closed when the iterator ends or is closed.
+    See `_VideoReader` for `stats`."""
+    reader = _VideoReader(path, size, stats)
+    try:
+        yield from reader.frames()
+    finally:
+        reader.close()
+
+
+class _VideoReader:
+    """One video read by PyAV: its demuxer, the packets counted ahead, the frame clock, the
+    converter of its frames and the damaged packets skipped so far.
 
     `stats.frames_left` counts the frames still to come from the packets alone: the extractor asks
     when the declared frame count says no clip can follow, and the frames after the last clip are
@@ -266,137 +282,148 @@ def iter_frames(path: str | Path, size: int, stats: ReadStats) -> Iterator[Sourc
     limit) for a stream where that is seen to fail, whose rest cannot be demuxed, or whose count
     would need more than LOOKAHEAD_PACKETS packets held.
     """
-    container, stream = open_video(path)
-    time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    nominal = 1 / Fraction(rate) if rate else None
-    step = max(1, round(nominal / time_base)) if nominal else None  # nominal interval in ticks
-    declared = int(stream.frames or 0)
-    stats.declared_frames = declared
-    sar = stream_sar(stream)
-    converter: _FrameConverter | None = None
-    converter_key: tuple | None = None
-    jumpy = bool(container.format.flags & av.format.Flags.ts_discont.value)
-    clock = _FrameClock(step, jump=round(TIMESTAMP_JUMP_SECONDS / time_base) if jumpy else None)
-    dropped = 0  # frames counted in `declared` that never show (see demux)
-    # An AVI counts the frames a capture dropped: an empty chunk holds each one's place, and FFmpeg
-    # skips them (a gap in the decode timestamps).
-    avi_step = step if container.format.name == "avi" else None
-    last_dts: int | None = None
 
-    def demux() -> Iterator[av.Packet]:
+    __slots__ = ("container", "stream", "stats", "size", "time_base", "nominal", "sar", "declared", "clock",
+                 "avi_step", "last_dts", "dropped", "demuxed", "lookahead", "demux_error", "fed", "received",
+                 "decoded", "converter", "converter_key", "damaged", "sound_after_damage")
+
+    def __init__(self, path: str | Path, size: int, stats: ReadStats):
+        self.container, stream = open_video(path)
+        self.stream, self.stats, self.size = stream, stats, size
+        self.time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        self.nominal = 1 / Fraction(rate) if rate else None  # seconds between frames, when known
+        step = max(1, round(self.nominal / self.time_base)) if self.nominal else None  # the same, in ticks
+        self.declared = int(stream.frames or 0)
+        stats.declared_frames = self.declared
+        self.sar = stream_sar(stream)
+        jumpy = bool(self.container.format.flags & av.format.Flags.ts_discont.value)
+        self.clock = _FrameClock(step, jump=round(TIMESTAMP_JUMP_SECONDS / self.time_base) if jumpy else None)
+        # An AVI counts the frames a capture dropped: an empty chunk holds each one's place, and
+        # FFmpeg skips them (a gap in the decode timestamps).
+        self.avi_step = step if self.container.format.name == "avi" else None
+        self.last_dts: int | None = None  # of the last AVI packet demuxed
+        self.dropped = 0  # frames counted in `declared` that never show (see _demux)
+        self.demuxed = self._demux()
+        self.lookahead: deque = deque()  # packets demuxed (and counted) by frames_left, to be decoded next
+        self.demux_error: av.error.FFmpegError | None = None  # met by frames_left, raised in its turn
+        self.fed = 0  # packets sent to the decoder that give a frame (not empty, not dropped)
+        self.received = 0  # frames out of the decoder
+        self.decoded = 0  # frames handed out (the first few are held by the clock a moment)
+        self.converter: _FrameConverter | None = None
+        self.converter_key: tuple | None = None  # the _frame_key the converter was made for
+        self.damaged: list[str] = []  # why each damaged packet was refused
+        self.sound_after_damage = 0  # packets decoded since the last damaged one
+        stats.frames_left = self.frames_left
+
+    def close(self) -> None:
+        self.container.close()
+
+    def _demux(self) -> Iterator[av.Packet]:
         """The stream's packets. Frames an edit list drops (an MP4 or MOV cut without re-encoding)
         and an AVI's dropped frames count in the declared frames: they are taken off as they come
         (leading ones before the first frame is shown)."""
-        nonlocal dropped, last_dts
-        for packet in container.demux(stream):
+        for packet in self.container.demux(self.stream):
             never_shown = packet.is_discard
-            if avi_step and packet.dts is not None:
-                if last_dts is not None and packet.dts - last_dts > avi_step:
-                    never_shown += (packet.dts - last_dts) // avi_step - 1
-                last_dts = packet.dts
+            if self.avi_step and packet.dts is not None:
+                if self.last_dts is not None and packet.dts - self.last_dts > self.avi_step:
+                    never_shown += (packet.dts - self.last_dts) // self.avi_step - 1
+                self.last_dts = packet.dts
             if never_shown:
-                dropped += never_shown
-                stats.declared_frames = max(0, declared - dropped) if declared else 0
+                self.dropped += never_shown
+                self.stats.declared_frames = max(0, self.declared - self.dropped) if self.declared else 0
             yield packet
 
-    demuxed = demux()
-    lookahead: deque = deque()  # packets demuxed (and counted) by frames_left, to be decoded next
-    demux_error: av.error.FFmpegError | None = None  # met by frames_left, raised in its turn
-    fed = 0  # packets sent to the decoder that give a frame (not empty, not dropped)
-    received = 0  # frames out of the decoder
-    decoded = 0  # frames handed out (the first few are held by the clock a moment)
-
-    def frames_left(limit: int) -> int:
-        nonlocal demux_error
-        left = fed - decoded + sum(1 for packet in lookahead if _shows_a_frame(packet))
+    def frames_left(self, limit: int) -> int:
+        """Frames still to come, up to `limit` (see the class docstring)."""
+        lookahead = self.lookahead
+        left = self.fed - self.decoded + sum(1 for packet in lookahead if _shows_a_frame(packet))
         while left < limit:
-            if demux_error is not None or len(lookahead) >= LOOKAHEAD_PACKETS:
+            if self.demux_error is not None or len(lookahead) >= LOOKAHEAD_PACKETS:
                 return limit  # cannot tell: decode on
             try:
-                packet = next(demuxed, None)
+                packet = next(self.demuxed, None)
             except av.error.FFmpegError as e:
-                demux_error = e
+                self.demux_error = e
                 continue
             if packet is None:
                 break
             lookahead.append(packet)
             left += _shows_a_frame(packet)
-        return limit if decoded > fed else min(left, limit)
+        return limit if self.decoded > self.fed else min(left, limit)
 
-    stats.frames_left = frames_left
-
-    def convert(frame: av.VideoFrame) -> np.ndarray:
-        nonlocal converter, converter_key
+    def convert(self, frame: av.VideoFrame) -> np.ndarray:
+        """A decoded frame → `[S, S, 3]` uint8 RGB (SourceFrame.convert)."""
         try:
             key = _frame_key(frame)
-            if key != converter_key:  # the first frame, or a stream that changes mid-way
-                converter, converter_key = _converter(key, frame, sar, size, time_base), key
+            if key != self.converter_key:  # the first frame, or a stream that changes mid-way
+                self.converter = _converter(key, frame, self.sar, self.size, self.time_base)
+                self.converter_key = key
+            converter = self.converter
             converter.source.push(frame)
             return converter.rgb(converter.sink.pull())
         except (av.error.FFmpegError, ValueError) as e:  # e.g. a pixel format FFmpeg can't convert
             _kept.__dict__.pop("converters", None)  # a graph that failed is not trusted again
             raise DecodeError(f"PyAV cannot convert {frame.format.name} frames ({e})") from None
 
-    def undecodable(why: str) -> DecodeError:  # perhaps a codec this FFmpeg build lacks: let decord try
-        return DecodeError(f"PyAV cannot decode the video stream ({why})")
-
-    def source_frame(frame: av.VideoFrame, ticks: int) -> SourceFrame:
-        duration = frame.duration
-        return SourceFrame(convert, frame, ticks, time_base, duration or None, None if duration else nominal)
-
-    damaged: list[str] = []  # why each damaged packet was refused
-    sound_after_damage = 0  # packets decoded since the last damaged one
-    try:
-        while True:
-            try:
-                if lookahead:
-                    packet = lookahead.popleft()
-                elif demux_error is not None:
-                    raise demux_error
-                else:
-                    packet = next(demuxed, None)
-                    if packet is None:
-                        break
-            except av.error.FFmpegError as e:
-                why = e.strerror or str(e)
-                if received == 0:
-                    raise undecodable(why) from None
-                raise DecodeError(f"corrupt or truncated data after {received} frames ({why})",
-                                  definitive=True) from None
-            try:
-                frames = packet.decode()  # the last, empty packet drains the decoder
-            except av.error.FFmpegError as e:
-                # A damaged packet: skipped, and decoding goes on, as players and the ffmpeg tool do
-                # (pictures that refer to it come out concealed). A stream that gives no frame at all
-                # is another matter; a file that ends early is caught by its missing frames.
-                damaged.append(e.strerror or str(e))
-                stats.damaged_packets, stats.first_damage = len(damaged), damaged[0]
-                sound_after_damage = 0
-                if received == 0 and len(damaged) >= MAX_DAMAGED_BEFORE_A_FRAME:
-                    raise undecodable(damaged[0]) from None
-                continue
-            fed += _shows_a_frame(packet)
-            sound_after_damage += bool(packet.size)
-            received += len(frames)
-            for frame in frames:
+    def frames(self) -> Iterator[SourceFrame]:
+        """The decode loop: packets in, frames out in display order, timed by the clock."""
+        clock = self.clock
+        while (packet := self._next_packet()) is not None:
+            for frame in self._decode(packet):
                 if clock.opening is None:
-                    decoded += 1
-                    stats.decoded_frames = decoded
-                    yield source_frame(frame, clock.time(frame))
+                    yield self._hand_out(frame, clock.time(frame))
                     continue
                 for shown, ticks in clock.hold(frame):
-                    decoded += 1
-                    stats.decoded_frames = decoded
-                    yield source_frame(shown, ticks)
+                    yield self._hand_out(shown, ticks)
         for shown, ticks in clock.release():  # a stream shorter than the clock's opening
-            decoded += 1
-            stats.decoded_frames = decoded
-            yield source_frame(shown, ticks)
-        if received == 0 and damaged:
-            raise undecodable(damaged[0])
-        if damaged and not sound_after_damage:  # nothing decodable after the damage: the file is cut short
-            raise DecodeError(f"corrupt or truncated data after {received} frames ({damaged[-1]})",
+            yield self._hand_out(shown, ticks)
+        damaged = self.damaged
+        if self.received == 0 and damaged:
+            raise _undecodable(damaged[0])
+        if damaged and not self.sound_after_damage:  # nothing decodable after the damage: the file is cut short
+            raise DecodeError(f"corrupt or truncated data after {self.received} frames ({damaged[-1]})",
                               definitive=True)
-    finally:
-        container.close()
+
+    def _next_packet(self) -> av.Packet | None:
+        """The next packet to decode (None at the end of the stream): held ones first."""
+        try:
+            if self.lookahead:
+                return self.lookahead.popleft()
+            if self.demux_error is not None:
+                raise self.demux_error
+            return next(self.demuxed, None)
+        except av.error.FFmpegError as e:
+            why = e.strerror or str(e)
+            if self.received == 0:
+                raise _undecodable(why) from None
+            raise DecodeError(f"corrupt or truncated data after {self.received} frames ({why})",
+                              definitive=True) from None
+
+    def _decode(self, packet: av.Packet) -> list[av.VideoFrame]:
+        """The frames a packet gives (the last, empty packet drains the decoder)."""
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as e:
+            # A damaged packet: skipped, and decoding goes on, as players and the ffmpeg tool do
+            # (pictures that refer to it come out concealed). A stream that gives no frame at all
+            # is another matter; a file that ends early is caught by its missing frames.
+            damaged = self.damaged
+            damaged.append(e.strerror or str(e))
+            self.stats.damaged_packets, self.stats.first_damage = len(damaged), damaged[0]
+            self.sound_after_damage = 0
+            if self.received == 0 and len(damaged) >= MAX_DAMAGED_BEFORE_A_FRAME:
+                raise _undecodable(damaged[0]) from None
+            return []
+        self.fed += _shows_a_frame(packet)
+        self.sound_after_damage += bool(packet.size)
+        self.received += len(frames)
+        return frames
+
+    def _hand_out(self, frame: av.VideoFrame, ticks: int) -> SourceFrame:
+        """A frame shown at `ticks`, counted as handed out (before the extractor sees it)."""
+        self.decoded += 1
+        self.stats.decoded_frames = self.decoded
+        duration = frame.duration
+        return SourceFrame(self.convert, frame, ticks, self.time_base, duration or None,
+                           None if duration else self.nominal)
