@@ -3,7 +3,8 @@
 Importing this package loads neither torch nor a decoder; `ClipDataset` pulls in torch on first use.
 """
 
-from data_tools.prepare import PrepareError, PrepareOptions, Summary, default_out, prepare
+from data_tools.prepare import PrepareError, PrepareOptions, default_out, prepare
+from data_tools.summary import Summary
 
 __all__ = ["ClipDataset", "PrepareError", "PrepareOptions", "Summary", "default_out", "prepare"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data_tools.prepare import FORMAT
+from data_tools.layout import META, Layout, Meta, read_index
 from data_tools.storage import REMAKE, check_shards
 
 
@@ -19,37 +18,40 @@ class ClipDataset(Dataset):
 
     `ds[i]` is a dict: `video` uint8 `[T, S, S, 3]` (a view of the shard's memory map wrapped as a
     tensor, no decoding), `label` int, `path` str (relative to the source folder), `start` int (index of
-    the clip's first frame in the video's output frame sequence). Shards are opened lazily in each
-    process, so the dataset pickles into DataLoader workers without open handles.
+    the clip's first frame in the video's output frame sequence). `ds.meta` is meta.json as written.
+    Shards are opened lazily in each process, so the dataset pickles into DataLoader workers without
+    open handles.
     """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        meta_path = self.root / "meta.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{self.root} is not a finished `vidgan prepare` output (no meta.json)")
-        with open(meta_path) as f:
+        folder = Layout(self.root)
+        if not folder.meta.is_file():
+            raise FileNotFoundError(f"{self.root} is not a finished `vidgan prepare` output (no {META})")
+        with open(folder.meta) as f:
             self.meta = json.load(f)
-        if self.meta.get("format") != FORMAT:
-            raise ValueError(f"{self.root}: format {self.meta.get('format')!r}, expected {FORMAT!r}")
-        self.classes: list[str] = list(self.meta["classes"])
-        self.clip_shape = tuple(self.meta["clip_shape"])  # (T, S, S, 3)
-        self.shard_files = [self.root / "shards" / s["file"] for s in self.meta["shards"]]
         try:
-            check_shards(self.root, self.meta["shards"], self.clip_shape[1:])
+            meta = Meta.from_json(self.meta)
+        except ValueError as e:
+            raise ValueError(f"{self.root}: {e}") from None
+        self.classes: list[str] = list(meta.classes)
+        self.clip_shape = meta.clip_shape  # (T, S, S, 3)
+        self.shard_files = [folder.shards / s.file for s in meta.shards]
+        try:
+            check_shards(self.root, meta.shards, self.clip_shape[1:])
         except (OSError, ValueError) as e:
             raise type(e)(f"{e}; {REMAKE}") from None
         paths, labels, starts, shards, offsets = [], [], [], [], []
-        with open(self.root / "index.csv", newline="") as f:
-            for row in csv.DictReader(f):
-                paths.append(row["path"])
-                labels.append(int(row["label"]))
-                starts.append(int(row["start"]))
-                shards.append(int(row["shard"]))
-                offsets.append(int(row["offset"]))
+        for clip in read_index(folder.index):
+            paths.append(clip.path)
+            labels.append(clip.label)
+            starts.append(clip.start)
+            shards.append(clip.shard)
+            offsets.append(clip.offset)
         unique = sorted(set(paths))
         video_of = {p: i for i, p in enumerate(unique)}
         self.video_paths = unique
+        # one entry per clip, each int64 [N]
         self.video_ids = np.array([video_of[p] for p in paths], dtype=np.int64)
         self.labels = np.array(labels, dtype=np.int64)
         self.starts = np.array(starts, dtype=np.int64)

@@ -19,6 +19,7 @@ import torch
 
 from conftest import run_cli
 from data_tools import ClipDataset, PrepareError, PrepareOptions, default_out, prepare
+from data_tools.assemble import ShardAssembler
 prepare_module = importlib.import_module("data_tools.prepare")  # (the package exports the function)
 from data_tools.synth import encode_video, write_demo_corpus
 from videos import id_frame, write_audio_only, write_cut, write_lossless
@@ -731,7 +732,7 @@ def test_a_rerun_keeps_the_videos_an_interrupted_run_set_aside(demo_corpus, tmp_
     monkeypatch.setattr(workers, "pool_context", lambda: multiprocessing.get_context("fork"))
     monkeypatch.setattr(prepare_module, "HOLD_BYTES", 0)
     finished = []
-    place = prepare_module._ShardAssembler.finish
+    place = ShardAssembler.finish
 
     def finish_then_interrupt(self, record):
         place(self, record)
@@ -739,7 +740,7 @@ def test_a_rerun_keeps_the_videos_an_interrupted_run_set_aside(demo_corpus, tmp_
         if len(finished) == 3:  # three videos done while the first is still decoding
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare_module._ShardAssembler, "finish", finish_then_interrupt)
+    monkeypatch.setattr(ShardAssembler, "finish", finish_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         prepare(demo_corpus, out, options, progress=False)
     assert "class00/v_class00_g01_c01.mp4" not in finished
