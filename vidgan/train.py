@@ -148,7 +148,7 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
     ema = copy.deepcopy(unwrap(G)).eval().requires_grad_(False)  # [N, z] → clips, for samples
     opt_g = torch.optim.Adam(G.parameters(), lr=recipe.optim.lr_g, betas=(recipe.optim.beta1, recipe.optim.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=recipe.optim.lr_d, betas=(recipe.optim.beta1, recipe.optim.beta2))
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, collate_fn=dataset.collate,
                         num_workers=recipe.data.num_workers, persistent_workers=recipe.data.num_workers > 0,
                         generator=torch.Generator().manual_seed(recipe.seed))
     G, D, opt_g, opt_d, loader = accelerator.prepare(G, D, opt_g, opt_d, loader)
