@@ -4,7 +4,8 @@ one video or image read as `prepare` makes frames (`read_video`, `read_image`: d
 Importing this package loads neither torch nor a decoder; `ClipDataset` pulls in torch on first use.
 """
 
-from data_tools.prepare import PrepareError, PrepareOptions, Summary, default_out, prepare
+from data_tools.prepare import PrepareError, PrepareOptions, default_out, prepare
+from data_tools.summary import Summary
 
 _READ = ("Geometry", "ReadError", "open_image", "read_image", "read_video", "resize_mask")
 

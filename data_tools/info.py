@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
+from data_tools.layout import FORMAT, META, Layout, Meta, read_index
 from data_tools.storage import REMAKE, check_shards
 
 
@@ -24,38 +24,35 @@ def describe(path: str | Path) -> str:
 
 
 def describe_dataset(root: Path) -> str:
-    meta_path = root / "meta.json"
-    if not meta_path.is_file():
-        if (root / ".work" / "plan.json").is_file():
+    folder = Layout(root)
+    if not folder.meta.is_file():
+        if folder.plan.is_file():
             raise ValueError(f"{root} is an unfinished `vidgan prepare` run: rerun it to finish")
-        raise ValueError(f"{root} is not a `vidgan prepare` output folder (no meta.json)")
-    meta = json.loads(meta_path.read_text())
+        raise ValueError(f"{root} is not a `vidgan prepare` output folder (no {META})")
+    meta = Meta.from_json(json.loads(folder.meta.read_text()))
     try:
-        check_shards(root, meta["shards"], tuple(meta["clip_shape"][1:]))
+        check_shards(root, meta.shards, meta.clip_shape[1:])
     except (OSError, ValueError) as e:
         raise type(e)(f"{e}; {REMAKE}") from None
-    counts, opts = meta["counts"], meta["options"]
-    per_class: Counter = Counter()
-    with open(root / "index.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            per_class[int(row["label"])] += 1
-    skipped = json.loads((root / "skipped.json").read_text())
-    T, S = meta["clip_shape"][0], meta["clip_shape"][1]
+    counts, opts = meta.counts, meta.options
+    per_class = Counter(clip.label for clip in read_index(folder.index))
+    skipped = json.loads(folder.skipped.read_text())
+    T, S = meta.clip_shape[0], meta.clip_shape[1]
     lines = [
-        f"{root}  ({meta['format']})",
-        f"source: {meta['source']}",
-        f"clips: {counts['clips']} of [{T}, {S}, {S}, 3] uint8 in {len(meta['shards'])} shard(s), "
-        f"{counts['frames_stored']} frames stored",
-        f"videos: {counts['videos']} ({counts['read']} read, {counts['too_short']} shorter than one clip, "
-        f"{counts['skipped']} skipped)",
+        f"{root}  ({FORMAT})",
+        f"source: {meta.source}",
+        f"clips: {counts.clips} of [{T}, {S}, {S}, 3] uint8 in {len(meta.shards)} shard(s), "
+        f"{counts.frames_stored} frames stored",
+        f"videos: {counts.videos} ({counts.read} read, {counts.too_short} shorter than one clip, "
+        f"{counts.skipped} skipped)",
         "options: " + ", ".join(f"{k}={v}" for k, v in sorted(opts.items())),
-        f"classes ({len(meta['classes'])}):",
+        f"classes ({len(meta.classes)}):",
     ]
-    lines += [f"  {i:4d} {name}: {per_class.get(i, 0)} clips" for i, name in enumerate(meta["classes"])]
+    lines += [f"  {i:4d} {name}: {per_class.get(i, 0)} clips" for i, name in enumerate(meta.classes)]
     if skipped:
         lines.append(f"skipped ({len(skipped)}):")
         lines += [f"  {s['path']}: {s['reason']}" for s in skipped]
-    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(meta["versions"].items())))
+    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(meta.versions.items())))
     return "\n".join(lines)
 
 

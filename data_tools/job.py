@@ -7,7 +7,6 @@ fast and stay small.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 
 from data_tools.backends import base
 from data_tools.extract import check_complete, extract
+from data_tools.layout import VideoRecord, part_key
 from data_tools.sampling import ClipPlan
 
 
@@ -49,10 +49,6 @@ class FrameSink(Protocol):
 
     def discard(self) -> None:  # drop every frame written for this video so far
         ...
-
-
-def part_key(rel_path: str) -> str:
-    return hashlib.sha1(rel_path.encode()).hexdigest()[:20]
 
 
 def _backends(name: str):
@@ -88,15 +84,13 @@ def _readable_problem(path: Path) -> str | None:
     return None
 
 
-def run_task(task: VideoTask, sink: FrameSink) -> dict:
+def run_task(task: VideoTask, sink: FrameSink) -> VideoRecord:
     """Decode one video, writing the frames of its complete clips to `sink`; return its record."""
-    record = _empty_record(task, None)
     plan = ClipPlan(task.frames, task.stride, task.max_clips)
     fps = Fraction(task.fps) if task.fps else None
     problem = _readable_problem(Path(task.source))
     if problem is not None:
-        record["reason"] = problem
-        return record
+        return VideoRecord.skipped(task.rel_path, task.label, problem)
     reasons = []
     for name, iter_frames in _backends(task.backend):
         stats = base.ReadStats()
@@ -109,26 +103,19 @@ def run_task(task: VideoTask, sink: FrameSink) -> dict:
             if e.definitive:
                 break
             continue
-        record.update(status="ok", backend=name, decoded_frames=result.decoded_frames,
-                      output_frames=result.output_frames, frames=len(result.stored_times),
-                      clips=[[s, o] for s, o in zip(result.clip_starts, result.clip_offsets)],
-                      times=[round(t, 6) for t in result.stored_times])
-        if stats.damaged_packets:  # kept, as a player plays it; the summary says so
-            record["damaged_packets"] = stats.damaged_packets
-        return record
-    record["reason"] = "; ".join(reasons)
-    return record
+        return VideoRecord(
+            path=task.rel_path, label=task.label, status="ok", backend=name,
+            decoded_frames=result.decoded_frames, output_frames=result.output_frames,
+            frames=len(result.stored_times),
+            clips=[[s, o] for s, o in zip(result.clip_starts, result.clip_offsets)],
+            times=[round(t, 6) for t in result.stored_times],
+            damaged_packets=stats.damaged_packets)  # kept, as a player plays it; the summary says so
+    return VideoRecord.skipped(task.rel_path, task.label, "; ".join(reasons))
 
 
-def _empty_record(task: VideoTask, reason: str) -> dict:
-    return {"path": task.rel_path, "label": task.label, "status": "skipped", "reason": reason,
-            "backend": None, "decoded_frames": 0, "output_frames": 0, "clips": [], "times": [],
-            "frames": 0}
-
-
-def record_crash(task: VideoTask) -> dict:
+def record_crash(task: VideoTask) -> VideoRecord:
     """The record of a video whose decoding killed its worker process."""
-    return _empty_record(task, "the decoder crashed on this file (its worker process died)")
+    return VideoRecord.skipped(task.rel_path, task.label, "the decoder crashed on this file (its worker process died)")
 
 
 def worker_init() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.atomic import AtomicFile
+from data_tools.layout import Layout, ShardEntry
 
 NPY_HEADER_BYTES = 128  # fixed, so the final shape can be written in place once it is known
 
@@ -28,13 +29,14 @@ def npy_header(shape: tuple[int, ...], dtype: str = "|u1") -> bytes:
 REMAKE = "run the same `vidgan prepare` command again: it makes the folder anew"
 
 
-def check_shards(root: Path, shards: list[dict], frame_shape: tuple[int, ...]) -> None:
+def check_shards(root: Path, shards: list[ShardEntry], frame_shape: tuple[int, ...]) -> None:
     """Raise, naming the file, when a shard listed in a prepared folder's metadata is missing or does
     not hold the frames it should (a copy cut short, a file edited or deleted): better at once than
     as an obscure memory-map error halfway through training. Reads only the headers."""
     frame_bytes = int(np.prod(frame_shape))
+    folder = Layout(Path(root))
     for shard in shards:
-        path = Path(root) / "shards" / shard["file"]
+        path = folder.shards / shard.file
         try:
             with open(path, "rb") as f:
                 version = np.lib.format.read_magic(f)
@@ -47,8 +49,8 @@ def check_shards(root: Path, shards: list[dict], frame_shape: tuple[int, ...]) -
             raise FileNotFoundError(f"{path} is missing") from None
         except ValueError as e:
             raise ValueError(f"{path} is not a NumPy array file ({e})") from None
-        expected_shape = (shard["frames"], *frame_shape)
-        expected_size = data_start + shard["frames"] * frame_bytes
+        expected_shape = (shard.frames, *frame_shape)
+        expected_size = data_start + shard.frames * frame_bytes
         if tuple(shape) != expected_shape or size != expected_size:
             raise ValueError(f"{path} is damaged: {size} bytes of shape {tuple(shape)}, where "
                              f"{expected_size} bytes of shape {expected_shape} are expected")

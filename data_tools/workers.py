@@ -29,6 +29,7 @@ from typing import Iterator, Protocol
 import numpy as np
 
 from data_tools.job import VideoTask, record_crash, run_task, worker_init
+from data_tools.layout import VideoRecord
 
 BATCH_BYTES = 2**19  # frames travel in batches of at most about this many bytes
 BATCH_BUFFERS = 3  # per worker: it waits for the main process only when all three are unwritten
@@ -155,7 +156,7 @@ class _FrameSender:
             self.conn.send_bytes(_FRAMES_TAG + self.count.to_bytes(4, "little"))
             self._next_buffer()
 
-    def finish(self, record: dict) -> None:
+    def finish(self, record: VideoRecord) -> None:
         """Send the video's record with the frames written since the last full batch."""
         self.conn.send(("done", record, self.count))
         if self.count:
@@ -234,7 +235,7 @@ class _Worker:
         self.buffers.close()
 
 
-def run_tasks(tasks: list[VideoTask], workers: int, receiver: FrameReceiver) -> Iterator[dict]:
+def run_tasks(tasks: list[VideoTask], workers: int, receiver: FrameReceiver) -> Iterator[VideoRecord]:
     """Decode every task in `workers` processes, in the given order of dispatch; frames go to
     `receiver`. Yields each task's record, in completion order, once all its frames are delivered."""
     pending = deque(tasks)
@@ -307,7 +308,7 @@ def _receive(conn: Connection) -> tuple | None:
 
 
 def _after_crash(worker: _Worker, pool: list[_Worker], context, pending: deque,
-                 crashes: dict[str, int], receiver: FrameReceiver, batch_bytes: int) -> Iterator[dict]:
+                 crashes: dict[str, int], receiver: FrameReceiver, batch_bytes: int) -> Iterator[VideoRecord]:
     """Retry or convict the video that killed `worker`; its other task goes back in the queue."""
     worker.stop(kill=True)
     culprit, *innocent = worker.tasks

@@ -3,7 +3,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler, default_collate
 
 from data_tools import ClipDataset, PrepareOptions, prepare
 from videos import frame_id, id_frame, write_lossless
@@ -55,6 +55,48 @@ def test_two_worker_dataloader_yields_every_clip_once(prepared):
             assert first == (100 if label == 1 else 0) + 40 * int(path[-5]) + int(start)
             seen.append((path, int(start)))
     assert sorted(seen) == sorted((ds[i]["path"], ds[i]["start"]) for i in range(len(ds)))
+
+
+def _assert_batch_is_the_items(batch: dict, ds: ClipDataset, indices: list[int]) -> None:
+    items = default_collate([ds[i] for i in indices])
+    assert batch.keys() == items.keys() and batch["video"].dtype == torch.uint8
+    assert torch.equal(batch["video"], items["video"])  # [B, T, S, S, 3]
+    assert torch.equal(batch["label"], items["label"]) and torch.equal(batch["start"], items["start"])
+    assert batch["path"] == items["path"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("batch_size", [5, 1])
+def test_a_loader_batch_is_its_items_stacked(prepared, workers, batch_size):
+    ds = ClipDataset(prepared)
+    order = list(RandomSampler(ds, generator=torch.Generator().manual_seed(0)))
+    chunks = [order[i : i + batch_size] for i in range(0, len(ds), batch_size)]  # the last one short
+    for collate in (ds.collate, None):  # the dataset's, or torch's default collate
+        def loader():
+            return DataLoader(ds, batch_size=batch_size, drop_last=False, num_workers=workers, collate_fn=collate,
+                              sampler=RandomSampler(ds, generator=torch.Generator().manual_seed(0)))
+
+        held = list(loader())  # every batch kept: more than the dataset keeps memory for
+        assert [len(b["path"]) for b in held] == [len(c) for c in chunks]
+        for batch, chunk in zip(held, chunks):
+            _assert_batch_is_the_items(batch, ds, chunk)
+        first = held[0]["video"][0].permute(0, 3, 1, 2)  # [T, 3, S, S], a view outliving its batch
+        del held
+        for batch, chunk in zip(loader(), chunks):  # each batch dropped in turn: its memory reused
+            _assert_batch_is_the_items(batch, ds, chunk)
+        assert torch.equal(first, ds[chunks[0][0]]["video"].permute(0, 3, 1, 2))
+
+
+def test_batch_memory_is_reused_only_once_no_tensor_uses_it(prepared):
+    ds = ClipDataset(prepared)
+    held = [ds.collate(ds.__getitems__([i, -1 - i])) for i in range(6)]  # more than its buffers
+    views = [batch["video"][1].numpy() for batch in held]  # views outlive their batches
+    del held
+    for i in range(10):
+        _assert_batch_is_the_items(ds.collate(ds.__getitems__([i, i + 1, 0])), ds, [i, i + 1, 0])
+    assert all(np.array_equal(view, ds[-1 - i]["video"].numpy()) for i, view in enumerate(views))
+    with pytest.raises(IndexError, match="clip 12 out of range for 12 clips"):
+        ds.__getitems__([0, 12])
 
 
 def test_shards_memory_map_with_plain_numpy(prepared):

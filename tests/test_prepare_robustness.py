@@ -19,6 +19,7 @@ import torch
 
 from conftest import run_cli
 from data_tools import ClipDataset, PrepareError, PrepareOptions, default_out, prepare
+from data_tools.assemble import ShardAssembler
 prepare_module = importlib.import_module("data_tools.prepare")  # (the package exports the function)
 from data_tools.synth import encode_video, write_demo_corpus
 from videos import id_frame, write_audio_only, write_cut, write_lossless
@@ -180,6 +181,7 @@ def test_main_process_memory_does_not_grow_with_the_number_of_videos(tmp_path):
     # Each placed video's index rows go to the file and its record to its shard's file; only the open
     # shard's records stay in memory. Keeping them all cost about 80 KB per video here (2.5 MB more
     # for 40 videos than for 8): gigabytes for Kinetics-sized datasets.
+    import gc
     import tracemalloc
 
     video = write_lossless(tmp_path / "v.mkv", [id_frame(i, 16, 16) for i in range(200)])
@@ -189,6 +191,7 @@ def test_main_process_memory_does_not_grow_with_the_number_of_videos(tmp_path):
         src.mkdir(parents=True)
         for i in range(count):
             (src / f"v{i:03d}.mkv").symlink_to(video)
+        gc.collect()  # earlier tests' garbage, whose finalizers would allocate inside the measured run
         tracemalloc.start()
         prepare(src.parent, tmp_path / f"out{count}",
                 PrepareOptions(frames=8, size=16, stride=1, workers=1, shard_mb=1), progress=False)
@@ -731,7 +734,7 @@ def test_a_rerun_keeps_the_videos_an_interrupted_run_set_aside(demo_corpus, tmp_
     monkeypatch.setattr(workers, "pool_context", lambda: multiprocessing.get_context("fork"))
     monkeypatch.setattr(prepare_module, "HOLD_BYTES", 0)
     finished = []
-    place = prepare_module._ShardAssembler.finish
+    place = ShardAssembler.finish
 
     def finish_then_interrupt(self, record):
         place(self, record)
@@ -739,7 +742,7 @@ def test_a_rerun_keeps_the_videos_an_interrupted_run_set_aside(demo_corpus, tmp_
         if len(finished) == 3:  # three videos done while the first is still decoding
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare_module._ShardAssembler, "finish", finish_then_interrupt)
+    monkeypatch.setattr(ShardAssembler, "finish", finish_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         prepare(demo_corpus, out, options, progress=False)
     assert "class00/v_class00_g01_c01.mp4" not in finished

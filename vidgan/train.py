@@ -177,7 +177,7 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
     betas = (recipe.optim.beta1, recipe.optim.beta2)
     opt_g = torch.optim.Adam(G.parameters(), lr=recipe.optim.lr_g, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=recipe.optim.lr_d, betas=betas)
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, collate_fn=dataset.collate,
                         num_workers=recipe.data.num_workers, persistent_workers=recipe.data.num_workers > 0,
                         generator=torch.Generator().manual_seed(recipe.seed))
     G, D, opt_g, opt_d, loader = accelerator.prepare(G, D, opt_g, opt_d, loader)

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from data_tools.atomic import atomic_path
+from data_tools.layout import Layout
 from vidgan.metrics.frechet import GaussianStats
 
 PROTOCOL = "vidgan-fvd/1"  # the protocol below; part of every cache key and result
@@ -263,8 +264,8 @@ def real_stats_key(root: str | Path, dataset, num_real: int, detector_sha256: st
     description = {
         "protocol": PROTOCOL,
         "set": "real",
-        "meta_sha256": sha256_file(root / "meta.json"),
-        "index_sha256": sha256_file(root / "index.csv"),
+        "meta_sha256": sha256_file(Layout(root).meta),
+        "index_sha256": sha256_file(Layout(root).index),
         "fingerprint": dataset.meta.get("fingerprint"),
         "clip_shape": list(dataset.clip_shape),
         "clips_in_folder": len(dataset),
