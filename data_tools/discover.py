@@ -25,6 +25,7 @@ _IMAGE_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"avif",
 
 def sniff_container(head: bytes) -> str | None:
     """Name of the video container whose signature starts `head`, or None."""
+    # One test per container, each its own magic bytes: alike in shape, different in what they read.
     if head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"):
         return "avi"
     if head[4:8] == b"ftyp":

@@ -223,6 +223,8 @@ class _FrameClock:
                 for frame, pts, dts in held]
 
     def _count(self, frame: av.VideoFrame) -> tuple[int | None, int | None]:
+        # pts and dts are watched alike, each standing in for the other when it is missing, as
+        # libavcodec does before it picks the one that has gone backwards less often
         pts, dts = frame.pts, frame.dts
         if dts is not None:
             if self.last_dts is not None and dts <= self.last_dts:

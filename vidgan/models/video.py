@@ -166,6 +166,7 @@ class VideoDiscriminator(ConfigModule):
         spectral_norm: bool = False,
     ):
         super().__init__()
+        # the same checks as the generator's, of the arguments the two share, each named in its error
         owner = type(self).__name__
         check_positive_int(owner, "channels", channels)
         check_choice(owner, "size", size, SIZES)
@@ -187,6 +188,8 @@ class VideoDiscriminator(ConfigModule):
         n_blocks = num_doublings(size)
         # the blocks nearest 4×4 keep time, mirroring the generator
         plan = [_KEEP_TIME if i >= n_blocks - keep else _BLOCK for i in range(n_blocks)]
+        # DCGANDiscriminator's layer plan with 3D convs and the time plan: written out again rather
+        # than generated from one template, so that each model reads as its paper draws it
         width = channels  # feature maps after the first conv
         layers: list[nn.Module] = [
             # input is [N, in_channels, frames, size, size]
