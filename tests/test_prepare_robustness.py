@@ -185,19 +185,25 @@ def test_main_process_memory_does_not_grow_with_the_number_of_videos(tmp_path):
     import tracemalloc
 
     video = write_lossless(tmp_path / "v.mkv", [id_frame(i, 16, 16) for i in range(200)])
-    peaks = []
-    for count in (8, 40):
-        src = tmp_path / f"src{count}" / "a"
+
+    def peak(count: int, run: int) -> int:
+        src = tmp_path / f"src{count}-{run}" / "a"
         src.mkdir(parents=True)
         for i in range(count):
             (src / f"v{i:03d}.mkv").symlink_to(video)
         gc.collect()  # earlier tests' garbage, whose finalizers would allocate inside the measured run
         tracemalloc.start()
-        prepare(src.parent, tmp_path / f"out{count}",
+        prepare(src.parent, tmp_path / f"out{count}-{run}",
                 PrepareOptions(frames=8, size=16, stride=1, workers=1, shard_mb=1), progress=False)
-        peaks.append(tracemalloc.get_traced_memory()[1])
+        measured = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        assert len(ClipDataset(tmp_path / f"out{count}")) == count * 193
+        assert len(ClipDataset(tmp_path / f"out{count}-{run}")) == count * 193
+        return measured
+
+    # The lower of two runs: late in a long session, a table of the whole process can grow in one
+    # step inside a measured run (the interpreter's interned strings, megabytes, resized when pathlib
+    # interns a new name), which the same run's second time does not repeat.
+    peaks = [min(peak(count, run) for run in range(2)) for count in (8, 40)]
     assert peaks[1] - peaks[0] < 0.8e6
 
 
