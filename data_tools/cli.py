@@ -77,13 +77,16 @@ def run_prepare(args) -> int:
 
 def configure_synth(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.description = ("Write moving-shape videos (H.264 MP4 and MPEG-4 AVI), one folder per class, "
-                     "ready for `vidgan prepare`.")
+                     "ready for `vidgan prepare`. Styles: shapes (each class moves its own way), glyphs "
+                     "(ten grey glyphs bouncing in any direction over dark), orbits (coloured glyphs "
+                     "circling over a dark gradient).")
     p.add_argument("out", type=Path, help="folder to write (OUT/<class>/*.mp4|avi)")
     p.add_argument("--classes", type=positive_int, default=4, help="number of classes [4]")
     p.add_argument("--videos-per-class", type=positive_int, default=4, help="videos per class [4]")
     p.add_argument("--seconds", type=float, default=3.0, help="length of each video [3.0]")
     p.add_argument("--fps", type=positive_int, default=25, help="frame rate [25]")
     p.add_argument("--seed", type=int, default=0, help="random seed [0]")
+    p.add_argument("--style", choices=("shapes", "glyphs", "orbits"), default="shapes", help="what moves and how [shapes]")
     p.set_defaults(run=run_synth)
     return p
 
@@ -94,7 +97,12 @@ def run_synth(args) -> int:
     if args.seconds <= 0:
         print("vidgan synth: error: --seconds must be > 0", file=sys.stderr)
         return 2
-    paths = write_demo_corpus(args.out, args.classes, args.videos_per_class, args.seconds, args.fps, args.seed)
+    try:
+        paths = write_demo_corpus(args.out, args.classes, args.videos_per_class, args.seconds, args.fps,
+                                  args.seed, args.style)
+    except ValueError as e:  # more classes than the style has glyphs
+        print(f"vidgan synth: error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {len(paths)} videos in {args.classes} classes to {args.out}")
     return 0
 

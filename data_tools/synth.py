@@ -1,8 +1,17 @@
 """`vidgan synth`: a small class-labelled corpus of real encoded videos, made with PyAV.
 
-Each class moves a shape its own way (direction, path and shape differ by class), so a generator
-trained on it has something to learn and a classifier something to tell apart. Half of the videos are
-H.264 in MP4, half MPEG-4 Part 2 in AVI (the codec UCF-101 ships), so both common decode paths run.
+Three styles, which differ in what carries the class and in what moves and how:
+
+- `shapes`: a bright disc or square per video over a coloured gradient; each class moves its own way
+  (direction, path and shape differ by class).
+- `glyphs`: one grey glyph per video (the class is the glyph's shape, one of ten) over a dark
+  background, moving in a straight line at 1.5–3 px a frame (at 32²) and bouncing off the edges, in
+  any direction: content and motion vary independently, as in Moving MNIST.
+- `orbits`: one coloured glyph circling a point at its own radius and angular speed over a dark
+  gradient: what moves, and how, differs from `glyphs`.
+
+Half of the videos are H.264 in MP4, half MPEG-4 Part 2 in AVI (the codec UCF-101 ships), so both
+common decode paths run.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ import numpy as np
 from data_tools.atomic import atomic_path
 
 WIDTH, HEIGHT = 160, 120  # 4:3 like UCF-101, so the square crop matters
+STYLES = ("shapes", "glyphs", "orbits")
+GLYPHS = ("disc", "square", "triangle", "plus", "ring", "bar", "diamond", "cross", "tee", "ell")
 
 
 def encode_video(path: Path, frames: Iterable[np.ndarray], fps: Fraction | int | float = 25,
@@ -90,19 +101,102 @@ def _class_frames(label: int, classes: int, count: int, rng: np.random.Generator
         yield frame
 
 
+def _glyph_mask(kind: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    """Pixels of glyph `kind` of half-size `r`, given each pixel's offset `dx`, `dy` from its centre."""
+    ax, ay = np.abs(dx), np.abs(dy)
+    bar = r / 3  # half-width of strokes
+    if kind == "disc":
+        return dx * dx + dy * dy <= r * r
+    if kind == "square":
+        return (ax <= r * 0.85) & (ay <= r * 0.85)
+    if kind == "triangle":  # apex up
+        return (dy <= r) & (dy >= -r) & (ax <= (dy + r) / 2)
+    if kind == "plus":
+        return ((ax <= bar) & (ay <= r)) | ((ay <= bar) & (ax <= r))
+    if kind == "ring":
+        d2 = dx * dx + dy * dy
+        return (d2 <= r * r) & (d2 >= (r - 2 * bar) ** 2)
+    if kind == "bar":
+        return (ax <= r) & (ay <= bar * 1.2)
+    if kind == "diamond":
+        return ax + ay <= r
+    if kind == "cross":
+        return (np.abs(dx - dy) <= bar * 1.4) & (ax <= r) & (ay <= r) | (np.abs(dx + dy) <= bar * 1.4) & (
+            ax <= r) & (ay <= r)
+    if kind == "tee":
+        return ((dy <= -r + 2 * bar) & (dy >= -r) & (ax <= r)) | ((ax <= bar) & (ay <= r))
+    if kind == "ell":
+        return ((dx <= -r + 2 * bar) & (dx >= -r) & (ay <= r)) | ((dy >= r - 2 * bar) & (dy <= r) & (ax <= r))
+    raise ValueError(f"unknown glyph {kind!r}")
+
+
+def _glyph_frames(label: int, count: int, rng: np.random.Generator):
+    """Frames of a `glyphs` video: glyph `label % 10`, grey, bouncing in a straight line over dark."""
+    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    kind = GLYPHS[label % len(GLYPHS)]
+    r = rng.uniform(15, 19)  # half-size: about 9 px of a 32² frame across
+    grey = rng.integers(180, 256)
+    dark = rng.integers(0, 24)
+    left, right = (WIDTH - HEIGHT) / 2 + r, (WIDTH + HEIGHT) / 2 - r  # inside the square centre crop
+    top, bottom = r, HEIGHT - r
+    x, y = rng.uniform(left, right), rng.uniform(top, bottom)
+    angle = rng.uniform(0, 2 * math.pi)
+    speed = rng.uniform(5.5, 11.5)  # pixels a frame here; 1.5–3 px at 32² after the crop and resize
+    vx, vy = speed * math.cos(angle), speed * math.sin(angle)
+    for _ in range(count):
+        frame = np.full((HEIGHT, WIDTH, 3), dark, np.uint8)
+        frame[_glyph_mask(kind, xs - x, ys - y, r)] = grey
+        yield frame
+        x, y = x + vx, y + vy
+        if not left <= x <= right:  # bounce
+            vx, x = -vx, min(max(x, left), right)
+        if not top <= y <= bottom:
+            vy, y = -vy, min(max(y, top), bottom)
+
+
+def _orbit_frames(label: int, count: int, rng: np.random.Generator):
+    """Frames of an `orbits` video: glyph `label % 10` in a bright colour circling over a dark gradient."""
+    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    kind = GLYPHS[label % len(GLYPHS)]
+    r = rng.uniform(13, 17)
+    color = rng.integers(90, 256, 3)
+    color[rng.integers(3)] = 255  # bright in at least one channel
+    top, bottom = rng.integers(0, 40, 3), rng.integers(0, 40, 3)
+    ramp = np.linspace(0.0, 1.0, HEIGHT)[:, None, None]
+    background = np.broadcast_to(top * (1 - ramp) + bottom * ramp, (HEIGHT, WIDTH, 3)).astype(np.uint8)
+    radius = rng.uniform(18, 36)
+    cx = WIDTH / 2 + rng.uniform(-1, 1) * (HEIGHT / 2 - radius - r)
+    cy = HEIGHT / 2 + rng.uniform(-1, 1) * (HEIGHT / 2 - radius - r)
+    phase = rng.uniform(0, 2 * math.pi)
+    turn = rng.choice([-1, 1]) * rng.uniform(0.2, 0.35)  # radians a frame, either way round
+    for t in range(count):
+        a = phase + turn * t
+        frame = background.copy()
+        frame[_glyph_mask(kind, xs - (cx + radius * math.cos(a)), ys - (cy + radius * math.sin(a)), r)] = color
+        yield frame
+
+
 def write_demo_corpus(out: Path, classes: int = 4, videos_per_class: int = 4, seconds: float = 3.0,
-                      fps: int = 25, seed: int = 0) -> list[Path]:
-    """Write `classes × videos_per_class` videos into `out/<class>/`; returns their paths."""
+                      fps: int = 25, seed: int = 0, style: str = "shapes") -> list[Path]:
+    """Write `classes × videos_per_class` videos of `style` into `out/<class>/`; returns their paths."""
     if classes < 1 or videos_per_class < 1 or seconds <= 0:
         raise ValueError("classes and videos per class must be >= 1, seconds > 0")
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}; got {style!r}")
+    if style != "shapes" and classes > len(GLYPHS):
+        raise ValueError(f"style {style} has {len(GLYPHS)} glyphs: at most {len(GLYPHS)} classes, got {classes}")
     out = Path(out)
     written = []
     for label in range(classes):
-        name = f"class{label:02d}"
+        name = f"class{label:02d}" if style == "shapes" else GLYPHS[label]
         (out / name).mkdir(parents=True, exist_ok=True)
         for i in range(videos_per_class):
             rng = np.random.default_rng([seed, label, i])
-            frames = _class_frames(label, classes, max(1, round(seconds * fps)), rng)
+            count = max(1, round(seconds * fps))
+            if style == "shapes":
+                frames = _class_frames(label, classes, count, rng)
+            else:
+                frames = (_glyph_frames if style == "glyphs" else _orbit_frames)(label, count, rng)
             if i % 2 == 0:
                 path = out / name / f"v_{name}_g{i + 1:02d}_c01.mp4"
                 encode_video(path, frames, fps, "libx264", "yuv420p", {"crf": "18", "preset": "veryfast", "threads": "1"})

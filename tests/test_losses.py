@@ -117,3 +117,12 @@ def test_r1_needs_reals_that_require_grad():
     reals = torch.randn(2, 4)
     with pytest.raises(ValueError, match="reals must have requires_grad=True"):
         r1_penalty(D(reals).squeeze(1), reals)
+
+
+@pytest.mark.parametrize("kind", LOSS_KINDS)
+def test_clip_and_frame_logits_are_averaged_apart_and_added(kind):
+    # [N, 1 + K]: the clip part and the frame part weigh alike, whatever K is
+    clip, frames = torch.tensor(REAL), torch.tensor([FAKE, REAL, FAKE]).T  # [3], [3, 3]
+    both = torch.cat([clip[:, None], frames], dim=1)
+    for loss in (d_loss_real, d_loss_fake, g_loss):
+        assert loss(both, kind).item() == pytest.approx(loss(clip, kind).item() + loss(frames.flatten(), kind).item())

@@ -390,7 +390,8 @@ def test_eval_registers_as_a_subcommand_and_imports_no_torch():
     from vidgan.evaluate import run_eval
 
     args = build_parser("eval").parse_args(["eval", "runs/x", "--real", "clips", "--i3d", "i3d.pt"])
-    assert args.run is run_eval and (args.num_real, args.num_fake, args.batch, args.seed) == (2048, 2048, 16, 0)
+    # --num-fake defaults to the metric's own count: 2048 for FVD, 512 for the meter
+    assert args.run is run_eval and (args.num_real, args.num_fake, args.batch, args.seed) == (2048, None, 16, 0)
     # `vidgan --help` lists eval (and every other command) without loading torch
     code = "import sys, vidgan.cli, vidgan.metrics; vidgan.cli.build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)

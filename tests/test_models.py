@@ -347,3 +347,51 @@ def test_save_unwraps_compiled_and_data_parallel_models(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), loaded.state_dict().values()))
     with pytest.raises(TypeError, match="not a vidgan model: Linear"):
         save_model(nn.Linear(2, 2), tmp_path / "linear")
+
+
+def test_frame_discriminator_judges_distinct_random_frames_beside_the_clip():
+    from vidgan.models import VideoFrameDiscriminator
+
+    d = VideoFrameDiscriminator(CH, 32, 8, 3).eval()  # per-sample BatchNorm, to compare frame by frame
+    x = torch.randn(N, 3, 8, 32, 32)
+    logits = d(x)
+    assert logits.shape == (N, 4)
+    assert torch.allclose(logits[:, 0], d.video(x))
+    frame_logits = torch.stack([d.image(x[:, :, t]) for t in range(8)], dim=1)  # [N, 8]
+    for n in range(N):  # each frame logit is one frame's, and no frame twice
+        matches = [int((frame_logits[n] - v).abs().argmin()) for v in logits[n, 1:]]
+        assert len(set(matches)) == 3
+        assert torch.allclose(frame_logits[n, matches], logits[n, 1:], atol=1e-6)
+    with pytest.raises(ValueError, match="frame_count must be at most frames"):
+        VideoFrameDiscriminator(CH, 32, 8, 9)
+
+
+def test_generator_output_bias_switch(tmp_path):
+    g = VideoGenerator(Z, CH, 32, 8, out_bias=True)
+    assert g.head.bias is not None and VideoGenerator(Z, CH, 32, 8).head.bias is None
+    save_model(g, tmp_path / "g")
+    assert load_model(tmp_path / "g").head.bias is not None
+
+
+def test_recomputed_batchnorm_statistics_match_the_generators_own_batches():
+    from vidgan.ema import recompute_batchnorm, update_ema
+
+    g, ema = VideoGenerator(Z, CH, 32, 8), VideoGenerator(Z, CH, 32, 8)
+    before = [p.clone() for p in ema.parameters()]
+    update_ema(ema, g, beta=0.5, copy_buffers=False)
+    for p_ema, p, p0 in zip(ema.parameters(), g.parameters(), before):
+        assert torch.allclose(p_ema, (p + p0) / 2)
+    assert all(torch.equal(b, b0) for b, b0 in zip(ema.buffers(), VideoGenerator(Z, CH, 32, 8).buffers()))
+    z = torch.randn(256, Z)
+
+    def gap():  # eval-mode output against batch statistics of a batch like those the running ones see
+        with torch.no_grad():
+            in_eval = ema.eval()(z)
+            in_train = ema.train()(z)
+        ema.eval()
+        return (in_eval - in_train).abs().mean().item()
+
+    before = gap()  # running statistics still at their initial 0 and 1
+    recompute_batchnorm(ema, Z, "cpu", batches=4, batch=256)
+    assert not ema.training
+    assert gap() < 0.02 and gap() < 0.2 * before

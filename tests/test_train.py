@@ -15,6 +15,7 @@ from pathlib import Path
 
 import av
 import pytest
+import torch
 
 from vidgan.recipe import load_recipe
 
@@ -230,3 +231,33 @@ def test_image_recipe_trains_the_2d_dcgan_on_single_frames(prepared, tmp_path):
     for name in ("model.safetensors", "model_1.safetensors"):
         weights = load_file(str(run / "checkpoints" / "checkpoint-000000000024" / name))
         assert any(w.ndim == 4 for w in weights.values()) and not any(w.ndim == 5 for w in weights.values())
+
+
+def test_quality_switches_train_and_load(prepared, tmp_path):
+    # a frame discriminator beside the video one, instance noise, G's output bias, and the EMA
+    # generator's BatchNorm statistics recomputed for its own weights
+    from vidgan.checkpoint import load_trained
+    from vidgan.models import VideoFrameDiscriminator
+
+    run = tmp_path / "switches"
+    result = train_here(tiny(prepared, run, "model.image_d_frames=2", "loss.instance_noise=0.1",
+                             "model.g_out_bias=true", "train.ema_batchnorm=recompute", "train.kimg=0.024"))
+    assert result.returncode == 0, result.stderr
+    trained = load_trained(run, which="ema", with_discriminator=True)
+    assert isinstance(trained.discriminator, VideoFrameDiscriminator)
+    assert trained.discriminator(torch.zeros(3, 3, 8, 32, 32)).shape == (3, 3)
+    assert trained.generator.head.bias is not None
+    raw = load_trained(run, which="raw").generator
+    ema_mean = trained.generator.trunk[1].running_mean
+    assert not torch.equal(ema_mean, raw.trunk[1].running_mean)  # recomputed, not copied from G
+    assert torch.isfinite(ema_mean).all() and ema_mean.abs().sum() > 0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.image_d_frames=9", "model.image_d_frames: at most data.frames (8)"),
+    ("train.ema_batchnorm=average", "train.ema_batchnorm: 'copy' or 'recompute'"),
+    ("loss.instance_noise=-1", "loss.instance_noise: >= 0"),
+])
+def test_quality_switches_reject_bad_values(prepared, tmp_path, override, message):
+    result = train_here(tiny(prepared, tmp_path / "r", override))
+    assert result.returncode == 2 and message in result.stderr

@@ -31,7 +31,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from data_tools.atomic import atomic_path, atomic_write_json, atomic_write_text, replace
-from vidgan.models import (ConfigModule, DCGANDiscriminator, DCGANGenerator, VideoDiscriminator, VideoGenerator,
+from vidgan.models import (ConfigModule, DCGANDiscriminator, DCGANGenerator, VideoDiscriminator,
+                           VideoFrameDiscriminator, VideoGenerator,
                            build_model, convert_sync_batchnorm, to_channels_last, unwrap)
 from vidgan.recipe import Recipe, dump_recipe, load_recipe
 
@@ -118,9 +119,13 @@ def build_models(recipe: Recipe) -> tuple[ConfigModule, ConfigModule]:
     not yet prepared by Accelerate)."""
     m, d = recipe.model, recipe.data
     if m.kind == "video":
-        G = VideoGenerator(m.z_dim, m.g_channels, d.size, d.frames, m.two_stream)
-        D = VideoDiscriminator(m.d_channels, d.size, d.frames, batchnorm=m.d_batchnorm,
-                               spectral_norm=m.spectral_norm)
+        G = VideoGenerator(m.z_dim, m.g_channels, d.size, d.frames, m.two_stream, out_bias=m.g_out_bias)
+        if m.image_d_frames:
+            D = VideoFrameDiscriminator(m.d_channels, d.size, d.frames, m.image_d_frames,
+                                        batchnorm=m.d_batchnorm, spectral_norm=m.spectral_norm)
+        else:
+            D = VideoDiscriminator(m.d_channels, d.size, d.frames, batchnorm=m.d_batchnorm,
+                                   spectral_norm=m.spectral_norm)
     else:
         G = DCGANGenerator(m.z_dim, m.g_channels, d.size)
         D = DCGANDiscriminator(m.d_channels, d.size, batchnorm=m.d_batchnorm, spectral_norm=m.spectral_norm)

@@ -1,6 +1,9 @@
 """GAN objectives on discriminator logits, and the regularisers that go with them.
 
-Every loss takes raw logits (any shape, usually `[N]`) and returns a scalar averaged over the batch.
+Every loss takes raw logits and returns a scalar averaged over the batch: `[N]`, one logit per sample,
+or `[N, 1 + K]` from a video discriminator with a frame discriminator beside it (the clip's logit, then
+those of K of its frames), where the clip part and the frame part are each averaged and then added,
+so that appearance and motion weigh alike whatever K is.
 The sigmoid lives here, in softplus form, where it is numerically stable: −log σ(x) = softplus(−x)
 and −log(1 − σ(x)) = softplus(x), finite for any logit.
 
@@ -22,20 +25,27 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"loss kind must be one of {', '.join(LOSS_KINDS)}; got {kind!r}")
 
 
+def _mean(per_logit: torch.Tensor) -> torch.Tensor:
+    """Mean of `[N]` per-logit losses, or of the clip part plus of the frame part of `[N, 1 + K]`."""
+    if per_logit.ndim == 2 and per_logit.shape[1] > 1:
+        return per_logit[:, 0].mean() + per_logit[:, 1:].mean()
+    return per_logit.mean()
+
+
 def d_loss_real(real_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:
     """D's loss on real samples: −log D(x) (non-saturating) or mean(relu(1 − D(x))) (hinge)."""
     _check_kind(kind)
     if kind == "hinge":
-        return F.relu(1 - real_logits).mean()
-    return F.softplus(-real_logits).mean()  # −log σ(x)
+        return _mean(F.relu(1 - real_logits))
+    return _mean(F.softplus(-real_logits))  # −log σ(x)
 
 
 def d_loss_fake(fake_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:
     """D's loss on generated samples: −log(1 − D(G(z))) or mean(relu(1 + D(G(z))))."""
     _check_kind(kind)
     if kind == "hinge":
-        return F.relu(1 + fake_logits).mean()
-    return F.softplus(fake_logits).mean()  # −log(1 − σ(x))
+        return _mean(F.relu(1 + fake_logits))
+    return _mean(F.softplus(fake_logits))  # −log(1 − σ(x))
 
 
 def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:
@@ -50,8 +60,8 @@ def g_loss(fake_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tens
     or −mean(D(G(z))) (hinge)."""
     _check_kind(kind)
     if kind == "hinge":
-        return -fake_logits.mean()
-    return F.softplus(-fake_logits).mean()  # −log σ(x)
+        return _mean(-fake_logits)
+    return _mean(F.softplus(-fake_logits))  # −log σ(x)
 
 
 def r1_penalty(real_logits: torch.Tensor, reals: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,8 @@ class ModelConfig:
     spectral_norm: bool = False  # spectral normalisation on every conv of D
     sync_batchnorm: bool = False  # share BatchNorm statistics across processes (multi-GPU)
     channels_last: bool = False  # channels_last(_3d) memory format for models and batches
+    g_out_bias: bool = False  # video model: a bias in G's output layer (VGAN has none)
+    image_d_frames: int = 0  # video model: K random frames per clip also judged by a 2D DCGAN D; 0: none
 
 
 @dataclass
@@ -52,6 +54,7 @@ class LossConfig:
     mask_l1: float = 0.1  # weight of the two-stream mask's L1 term (VGAN: 0.1)
     augment_p: float = 0.0  # probability of each DiffAugment operation per clip; 0 switches it off
     augment_policy: str = "color,translation,cutout"  # DiffAugment operations
+    instance_noise: float = 0.0  # σ of Gaussian noise added to every clip D sees (MoCoGAN: 0.1); 0: none
 
 
 @dataclass
@@ -67,6 +70,10 @@ class TrainConfig:
     kimg: float = 10_000.0  # stop after this many thousand real clips shown to D (all processes)
     batch_size: int = 64  # clips per process per step
     ema_kimg: float = 10.0  # half-life of G's exponential moving average, in kimg; 0: EMA = G
+    # BatchNorm statistics of the EMA generator: "copy" G's running statistics at every step (they
+    # belong to G's weights, not the average's), or "recompute" them for the EMA weights from its own
+    # outputs before every sample grid and checkpoint
+    ema_batchnorm: str = "copy"
     checkpoint_kimg: float = 100.0  # save a checkpoint every this many kimg (and at the end)
     keep_checkpoints: int = 3  # keep the newest this many checkpoints
     compile: bool = False  # torch.compile G and D (experimental: fails on torch 2.11 + CUDA, README)
@@ -209,6 +216,14 @@ def check_recipe(r: Recipe) -> None:
          "only for model.kind=video")
     need(r.loss.kind in ("nonsaturating", "hinge"), "loss.kind",
          f"'nonsaturating' or 'hinge', got {r.loss.kind!r}")
+    need(not (r.model.g_out_bias and r.model.kind == "image"), "model.g_out_bias", "only for model.kind=video")
+    need(r.model.image_d_frames >= 0, "model.image_d_frames", f">= 0, got {r.model.image_d_frames}")
+    need(r.model.image_d_frames == 0 or r.model.kind == "video", "model.image_d_frames", "only for model.kind=video")
+    need(r.model.image_d_frames <= r.data.frames, "model.image_d_frames",
+         f"at most data.frames ({r.data.frames}), got {r.model.image_d_frames}")
+    need(r.loss.instance_noise >= 0, "loss.instance_noise", f">= 0, got {r.loss.instance_noise}")
+    need(r.train.ema_batchnorm in ("copy", "recompute"), "train.ema_batchnorm",
+         f"'copy' or 'recompute', got {r.train.ema_batchnorm!r}")
     need(r.loss.r1_gamma >= 0, "loss.r1_gamma", f">= 0, got {r.loss.r1_gamma}")
     need(r.loss.r1_every >= 1, "loss.r1_every", f">= 1, got {r.loss.r1_every}")
     need(0 <= r.loss.augment_p <= 1, "loss.augment_p", f"in [0, 1], got {r.loss.augment_p}")

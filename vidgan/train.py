@@ -30,6 +30,7 @@ from data_tools.dataset import ClipDataset
 from vidgan import losses
 from vidgan.augment import DiffAugment
 from vidgan.checkpoint import build_models, find_checkpoint, save_checkpoint
+from vidgan.ema import ema_beta, recompute_batchnorm, update_ema
 from vidgan.export import clip_grid, to_uint8_frames, write_sample_grid
 from vidgan.logs import MetricsCSV, log_video
 from vidgan.models import channels_last, unwrap
@@ -208,8 +209,16 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
     video = recipe.model.kind == "video"
     z_dim = recipe.model.z_dim
     augment = DiffAugment(recipe.loss.augment_policy, p=recipe.loss.augment_p)
+    noise_sigma = recipe.loss.instance_noise
+
+    def d_view(x: torch.Tensor) -> torch.Tensor:
+        """What D sees of a batch: augmented, and with instance noise when asked."""
+        x = augment(x)
+        return x + noise_sigma * torch.randn_like(x) if noise_sigma > 0 else x
+
+    ema_copies_batchnorm = recipe.train.ema_batchnorm == "copy"
     kind, gamma, r1_every = recipe.loss.kind, recipe.loss.r1_gamma, recipe.loss.r1_every
-    ema_beta = 0.5 ** (global_batch / (recipe.train.ema_kimg * 1000)) if recipe.train.ema_kimg > 0 else 0.0
+    beta = ema_beta(global_batch, recipe.train.ema_kimg)
     fixed_z = torch.randn(recipe.sample.count, z_dim, generator=torch.Generator().manual_seed(recipe.sample.seed))
     total = round(recipe.train.kimg * 1000)
     sums = torch.zeros(5, device=device)  # loss_d, loss_g, D(x), D(G(z)), non-finite count
@@ -233,12 +242,12 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
             if do_r1:
                 reals.requires_grad_(True)
             with accelerator.no_sync(D):  # the first backward only accumulates
-                logits_real = D(augment(reals))
+                logits_real = D(d_view(reals))
                 loss_real = losses.d_loss_real(logits_real, kind)
                 if do_r1:  # lazy R1: every r1_every steps, scaled up by it
                     loss_real = loss_real + losses.r1_penalty(logits_real, reals) * (gamma / 2 * r1_every)
                 accelerator.backward(loss_real)
-            logits_fake = D(augment(fakes))
+            logits_fake = D(d_view(fakes))
             loss_fake = losses.d_loss_fake(logits_fake, kind)
             accelerator.backward(loss_fake)  # gradients of both passes all-reduced once
             opt_d.step()
@@ -249,7 +258,7 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
             z = torch.randn(n, z_dim, device=device)
             fakes, mask = G(z, return_mask=True) if video else (G(z), None)
             with accelerator.no_sync(D):
-                loss_g = losses.g_loss(D(augment(fakes)), kind)
+                loss_g = losses.g_loss(D(d_view(fakes)), kind)
                 if mask is not None:
                     loss_g = loss_g + recipe.loss.mask_l1 * losses.mask_l1(mask)
                 accelerator.backward(loss_g)
@@ -257,13 +266,8 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
             opt_g.zero_grad(set_to_none=True)
             D.requires_grad_(True)
 
-            # (3) Update the EMA of G, half-life ema_kimg: ema = β·ema + (1 − β)·G; buffers copied
-            with torch.no_grad():
-                g = unwrap(G)
-                for p_ema, p in zip(ema.parameters(), g.parameters()):
-                    p_ema.lerp_(p.detach(), 1.0 - ema_beta)
-                for b_ema, b in zip(ema.buffers(), g.buffers()):
-                    b_ema.copy_(b)
+            # (3) Update the EMA of G, half-life ema_kimg: ema = β·ema + (1 − β)·G
+            update_ema(ema, unwrap(G), beta, copy_buffers=ema_copies_batchnorm)
 
             # (4) Count the step; sum the scalars of the log
             with torch.no_grad():
@@ -296,13 +300,18 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
                 sums.zero_()
                 steps_in_log, log_started = 0, now
 
-            # (6) Samples from the fixed noise, every sample.every_kimg
-            if done or _crossed(before, progress.clips, recipe.sample.every_kimg):
+            # (6) Samples from the fixed noise, every sample.every_kimg; the EMA generator's BatchNorm
+            # statistics recomputed for its weights first, when the recipe asks
+            sampling = done or _crossed(before, progress.clips, recipe.sample.every_kimg)
+            saving = done or _crossed(before, progress.clips, recipe.train.checkpoint_kimg)
+            if (sampling or saving) and not ema_copies_batchnorm:
+                recompute_batchnorm(ema, z_dim, device)
+            if sampling:
                 check_finite(accelerator, sums[4:5], progress.clips)
                 write_training_samples(accelerator, ema, fixed_z, recipe, progress.clips)
 
             # (7) Checkpoint, every train.checkpoint_kimg; never after a non-finite loss
-            if done or _crossed(before, progress.clips, recipe.train.checkpoint_kimg):
+            if saving:
                 check_finite(accelerator, sums[4:5], progress.clips)
                 save_checkpoint(accelerator, run_dir, progress.clips, recipe.train.keep_checkpoints, recipe,
                                 ema, unwrap(G))

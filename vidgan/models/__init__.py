@@ -18,7 +18,7 @@ from .common import (
     unwrap,
 )
 from .dcgan import DCGANDiscriminator, DCGANGenerator
-from .video import VideoDiscriminator, VideoGenerator, VideoLayers
+from .video import VideoDiscriminator, VideoFrameDiscriminator, VideoGenerator, VideoLayers
 
 __all__ = [
     "FRAMES",
@@ -27,6 +27,7 @@ __all__ = [
     "DCGANDiscriminator",
     "DCGANGenerator",
     "VideoDiscriminator",
+    "VideoFrameDiscriminator",
     "VideoGenerator",
     "VideoLayers",
     "add_spectral_norm",

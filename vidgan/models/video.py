@@ -30,7 +30,7 @@ from .common import (
     dcgan_init_,
     num_doublings,
 )
-from .dcgan import DCGANGenerator
+from .dcgan import DCGANDiscriminator, DCGANGenerator
 
 # kernel, stride, padding of a block that doubles / halves time and space, and of one that keeps time
 _BLOCK = dict(kernel_size=4, stride=2, padding=1)
@@ -65,6 +65,8 @@ class VideoGenerator(ConfigModule):
     mask (sigmoid); a static 2D DCGAN generator, fed the same z, paints a background; the clip is
     mask · foreground + (1 − mask) · background.
 
+    `out_bias=True` gives the output layer a bias (DCGAN's has none).
+
     `forward(z)` returns the clip; `forward(z, return_mask=True)` returns `(clip, mask)` with the mask
     `[N, 1, T, H, W]` for the loss's L1 term (None for one stream, so a training loop can treat both
     alike); `decompose(z)` returns every part of a two-stream clip.
@@ -79,6 +81,7 @@ class VideoGenerator(ConfigModule):
         two_stream: bool = False,
         *,
         out_channels: int = 3,
+        out_bias: bool = False,
     ):
         super().__init__()
         owner = type(self).__name__
@@ -88,7 +91,8 @@ class VideoGenerator(ConfigModule):
         check_choice(owner, "frames", frames, FRAMES)
         check_positive_int(owner, "out_channels", out_channels)
         self.config = dict(
-            z_dim=z_dim, channels=channels, size=size, frames=frames, two_stream=two_stream, out_channels=out_channels
+            z_dim=z_dim, channels=channels, size=size, frames=frames, two_stream=two_stream, out_channels=out_channels,
+            out_bias=out_bias,
         )
         self.z_dim = z_dim  # latent length
         self.size = size  # output side in pixels
@@ -117,7 +121,9 @@ class VideoGenerator(ConfigModule):
         self.trunk = nn.Sequential(*layers)
         # one conv for foreground and mask: out_channels + 1 maps, split in forward
         head_out = out_channels + 1 if two_stream else out_channels
-        self.head = nn.ConvTranspose3d(width, head_out, bias=False, **_BLOCK)
+        # DCGAN's output layer has no bias; with `out_bias` it learns one, a per-channel offset that
+        # lets a dark or bright background be one number instead of a pattern of weights
+        self.head = nn.ConvTranspose3d(width, head_out, bias=out_bias, **_BLOCK)
         # state size. [N, head_out, frames, size, size]
         self.background = DCGANGenerator(z_dim, channels, size, out_channels) if two_stream else None
         self.apply(dcgan_init_)
@@ -217,3 +223,37 @@ class VideoDiscriminator(ConfigModule):
         c, t, s = self.in_channels, self.frames, self.size
         check_shape(type(self).__name__, "input", x, (None, c, t, s, s), "[N, C, T, H, W]")
         return self.main(x).reshape(x.shape[0])  # [N] logits
+
+
+class VideoFrameDiscriminator(ConfigModule):
+    """A video discriminator and, beside it, an image discriminator on `frame_count` random frames of
+    each clip (MoCoGAN's image D, DVD-GAN's spatial D, StyleGAN-V's sparse frames): appearance is learned
+    from frames, motion from clips.
+
+    Clip `[N, C, T, H, W]` → logits `[N, 1 + frame_count]`: the clip's, then its frames'. The frames are
+    drawn anew at every call, without repeats within a clip. `vidgan.losses` averages the two parts
+    apart and adds them."""
+
+    def __init__(self, channels: int = 64, size: int = 64, frames: int = 32, frame_count: int = 2, *,
+                 in_channels: int = 3, batchnorm: bool = True, spectral_norm: bool = False):
+        super().__init__()
+        check_positive_int(type(self).__name__, "frame_count", frame_count)
+        if frame_count > frames:
+            raise ValueError(f"VideoFrameDiscriminator: frame_count must be at most frames ({frames}); "
+                             f"got {frame_count}")
+        self.config = dict(channels=channels, size=size, frames=frames, frame_count=frame_count,
+                           in_channels=in_channels, batchnorm=batchnorm, spectral_norm=spectral_norm)
+        self.frames = frames
+        self.frame_count = frame_count
+        self.video = VideoDiscriminator(channels, size, frames, in_channels=in_channels, batchnorm=batchnorm,
+                                        spectral_norm=spectral_norm)
+        self.image = DCGANDiscriminator(channels, size, in_channels, batchnorm=batchnorm,
+                                        spectral_norm=spectral_norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        clip_logits = self.video(x)  # [N], after the video D's shape check
+        n, k = x.shape[0], self.frame_count
+        pick = torch.rand(n, self.frames, device=x.device).argsort(dim=1)[:, :k]  # [N, K] distinct frames
+        frames = x[torch.arange(n, device=x.device)[:, None], :, pick]  # [N, K, C, H, W]
+        frame_logits = self.image(frames.flatten(0, 1)).view(n, k)  # [N, K]
+        return torch.cat([clip_logits[:, None], frame_logits], dim=1)  # [N, 1 + K]

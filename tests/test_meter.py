@@ -1,0 +1,150 @@
+"""The quality meter on a real encoded glyph corpus: real clips score near the top, noise, frozen and
+shuffled clips score low, a glyph swapped mid-clip breaks consistency, and the probe is cached."""
+
+import contextlib
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from data_tools.dataset import ClipDataset
+from data_tools.prepare import PrepareOptions, prepare
+from data_tools.synth import write_demo_corpus
+from vidgan.metrics.meter import MeterError, meter_for, split_by_video
+from vidgan.metrics.probe import foreground_tracks, probe_view, window_starts
+
+
+
+@pytest.fixture(scope="module")
+def glyph_root(tmp_path_factory):
+    base = tmp_path_factory.mktemp("meter")
+    write_demo_corpus(base / "videos", classes=3, videos_per_class=10, seconds=1.5, style="glyphs", seed=4)
+    out = base / "clips"
+    prepare(base / "videos", out, PrepareOptions(frames=16, size=32, stride=8, workers=1), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def meter(glyph_root):
+    return meter_for(glyph_root, log=lambda message: None)
+
+
+def _clips(root, indices):
+    dataset = ClipDataset(root)
+    video = np.stack([dataset[int(i)]["video"] for i in indices])  # [N, T, S, S, 3]
+    return torch.from_numpy(video).permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # [N, 3, T, S, S]
+
+
+def test_held_out_videos_are_whole_and_every_class_has_some(glyph_root):
+    dataset = ClipDataset(glyph_root)
+    train, held = split_by_video(dataset)
+    assert len(train) + len(held) == len(dataset) and not set(train) & set(held)
+    assert not set(dataset.video_ids[train]) & set(dataset.video_ids[held])
+    assert sorted(set(dataset.labels[held])) == [0, 1, 2]
+
+
+def test_real_clips_score_near_the_top(meter, glyph_root):
+    assert meter.accuracy >= 0.9 and meter.classes == ["disc", "square", "triangle"]
+    real = meter.real
+    assert real["recognisable"] >= 0.8 and real["consistency"] >= 0.8
+    assert real["inception_score"] > 2.4  # of at most 3
+    assert 1.0 < real["motion"] < 4.0  # glyphs move 1.5–3 px a frame at 32²
+    _, held = split_by_video(ClipDataset(glyph_root))
+    again = meter.score(_clips(glyph_root, held))
+    assert again["fd"] < 1e-6 and again["motion_ratio"] == pytest.approx(1.0)
+
+
+def test_noise_frozen_and_shuffled_clips_score_low(meter, glyph_root):
+    _, held = split_by_video(ClipDataset(glyph_root))
+    real = _clips(glyph_root, held)
+    noise = meter.score(torch.rand_like(real) * 2 - 1)
+    assert noise["recognisable"] == 0 and noise["fd"] > 10 * max(1.0, meter.score(real)["fd"])
+    frozen = meter.score(real[:, :, :1].expand_as(real).contiguous())
+    assert frozen["motion"] < 0.1 * meter.real["motion"]
+    shuffled = real[:, :, torch.randperm(real.shape[2], generator=torch.Generator().manual_seed(0))]
+    scored = meter.score(shuffled)
+    assert scored["motion_ratio"] > 1.5  # the glyph jumps about: what the meter's motion is for
+
+
+def test_a_glyph_swapped_mid_clip_breaks_consistency(meter, glyph_root):
+    dataset = ClipDataset(glyph_root)
+    _, held = split_by_video(dataset)
+    labels = dataset.labels[held]
+    first = held[labels == 0][:8]
+    second = held[labels == 1][:8]
+    a, b = _clips(glyph_root, first), _clips(glyph_root, second)
+    swapped = torch.cat([a[:, :, :8], b[:, :, 8:]], dim=2)  # a disc that turns into a square
+    assert meter.score(a)["consistency"] >= 0.75
+    assert meter.score(swapped)["consistency"] <= 0.25
+
+
+def test_the_probe_is_cached_by_content(meter, glyph_root):
+    files = list((glyph_root / "meter").glob("probe-*.safetensors"))
+    assert len(files) == 1
+    messages = []
+    again = meter_for(glyph_root, log=messages.append)
+    assert messages == [] and again.key == meter.key and again.real == meter.real
+    for a, b in zip(again.probe.state_dict().values(), meter.probe.state_dict().values()):
+        assert torch.equal(a, b)
+    damaged = glyph_root.parent / "damaged"
+    shutil.copytree(glyph_root, damaged)
+    next((damaged / "meter").glob("probe-*")).write_bytes(b"not a safetensors file")  # trained again
+    messages = []
+    meter_for(damaged, steps=20, log=messages.append)  # another key: trained, not read
+    assert any("training the probe" in m for m in messages)
+    messages = []
+    meter_for(damaged, log=messages.append)
+    assert any("ignoring" in m for m in messages) and any("training the probe" in m for m in messages)
+
+
+def test_windows_views_and_tracks():
+    assert window_starts(8) == [0] and window_starts(16) == [0, 4, 8] and window_starts(18) == [0, 4, 8, 10]
+    with pytest.raises(ValueError, match="8 frames"):
+        window_starts(4)
+    clips = torch.full((1, 3, 8, 64, 64), -1.0)
+    for t in range(8):  # a bright 8×8 square moving 4 px a frame at 64², 2 px at 32²
+        clips[0, :, t, 20:28, 4 + 4 * t:12 + 4 * t] = 1.0
+    view = probe_view(clips)
+    assert view.shape == (1, 4, 8, 32, 32)
+    track, present = foreground_tracks(view)
+    assert present.all()
+    steps = (track[0, 1:] - track[0, :-1]).norm(dim=1)
+    assert torch.allclose(steps, torch.full_like(steps, 2.0), atol=0.3)
+
+
+def test_a_folder_of_one_class_is_refused(tmp_path):
+    write_demo_corpus(tmp_path / "videos", classes=1, videos_per_class=2, seconds=1.0, style="glyphs")
+    prepare(tmp_path / "videos", tmp_path / "clips", PrepareOptions(frames=8, size=32, stride=8, workers=1),
+            progress=False)
+    with pytest.raises(MeterError, match="at least 2 classes"):
+        meter_for(tmp_path / "clips", steps=10)
+
+
+def _eval(args):
+    from vidgan.evaluate import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(args)
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def test_vidgan_eval_without_i3d_scores_with_the_meter(meter, glyph_root, trained_runs, tmp_path):
+    out = tmp_path / "meter.json"
+    code, stdout, stderr = _eval([str(trained_runs["video16"]), "--real", str(glyph_root), "--num-fake", "16",
+                                  "--out", str(out)])
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0].startswith("meter: recognisable ") and "(16 clips)" in lines[0]
+    assert lines[1].startswith("real:  recognisable ") and f"probe accuracy {meter.accuracy:.3f}" in lines[1]
+    result = json.loads(out.read_text())
+    assert result["metric"] == "meter" and result["real"] == meter.real and result["fake"]["clips"] == 16
+    assert result["checkpoint"].endswith("checkpoint-000000000004")
+    # a flat-colour generator that never saw a glyph is scored far below the real clips
+    assert result["fake"]["fd"] > 10 and result["fake"]["recognisable"] <= meter.real["recognisable"]
+
+    code, stdout, stderr = _eval([str(trained_runs["image"]), "--real", str(glyph_root)])
+    assert code == 2 and stdout == "" and "which makes images: the meter scores clips" in stderr
