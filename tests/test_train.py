@@ -192,6 +192,9 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(prepar
     ("model.chanels=8", "model.chanels: unknown key; model has: kind, z_dim, g_channels"),
     ("train.kimg=lots", "train.kimg: expected float, got 'lots'"),
     ("data.frames=12", "data.frames: one of 8, 16, 32, 64"),
+    ("model.image_d_frames=9", "model.image_d_frames: at most data.frames (8)"),
+    ("train.ema_batchnorm=average", "train.ema_batchnorm: 'copy' or 'recompute'"),
+    ("loss.instance_noise=-1", "loss.instance_noise: >= 0"),
 ])
 def test_a_bad_recipe_key_fails_at_once_naming_it(prepared, tmp_path, override, message):
     result = train_here(tiny(prepared, tmp_path / "r", override))
@@ -251,13 +254,3 @@ def test_quality_switches_train_and_load(prepared, tmp_path):
     ema_mean = trained.generator.trunk[1].running_mean
     assert not torch.equal(ema_mean, raw.trunk[1].running_mean)  # recomputed, not copied from G
     assert torch.isfinite(ema_mean).all() and ema_mean.abs().sum() > 0
-
-
-@pytest.mark.parametrize("override, message", [
-    ("model.image_d_frames=9", "model.image_d_frames: at most data.frames (8)"),
-    ("train.ema_batchnorm=average", "train.ema_batchnorm: 'copy' or 'recompute'"),
-    ("loss.instance_noise=-1", "loss.instance_noise: >= 0"),
-])
-def test_quality_switches_reject_bad_values(prepared, tmp_path, override, message):
-    result = train_here(tiny(prepared, tmp_path / "r", override))
-    assert result.returncode == 2 and message in result.stderr
