@@ -14,6 +14,7 @@ from vidgan.models import (
     SIZES,
     DCGANDiscriminator,
     DCGANGenerator,
+    FrameGenerator,
     VideoDiscriminator,
     VideoGenerator,
     channels_last,
@@ -300,7 +301,9 @@ def test_channels_last_keeps_outputs(two_stream):
         (lambda: DCGANGenerator(z_dim=Z, channels=CH, size=32, out_channels=1), (N, Z)),
         (lambda: DCGANDiscriminator(channels=CH, size=64, batchnorm=False), (N, 3, 64, 64)),
         (lambda: VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8, two_stream=True), (N, Z)),
+        (lambda: FrameGenerator(z_dim=Z, channels=CH, size=32, frames=8, motion_dim=3, out_bias=True), (N, Z)),
         (lambda: VideoDiscriminator(channels=CH, size=32, frames=16, spectral_norm=True), (N, 3, 16, 32, 32)),
+        (lambda: VideoDiscriminator(channels=CH, size=32, frames=8, batchnorm=False, minibatch_std=2), (N, 3, 8, 32, 32)),
     ],
 )
 def test_save_load_round_trip_is_bit_exact(tmp_path, make, input_shape):
@@ -395,3 +398,59 @@ def test_recomputed_batchnorm_statistics_match_the_generators_own_batches():
     recompute_batchnorm(ema, Z, "cpu", batches=4, batch=256)
     assert not ema.training
     assert gap() < 0.02 and gap() < 0.2 * before
+
+
+def test_minibatch_std_reports_the_spread_within_groups():
+    from vidgan.models.common import MinibatchStd
+
+    x = torch.randn(6, 3, 2, 4, 4)
+    out = MinibatchStd(group=4)(x)  # 4 does not divide 6: groups of 3, samples (0, 2, 4) and (1, 3, 5)
+    assert out.shape == (6, 4, 2, 4, 4) and torch.equal(out[:, :3], x)
+    spread = torch.stack([x[0::2].std(dim=0, unbiased=False).mean(), x[1::2].std(dim=0, unbiased=False).mean()])
+    assert torch.allclose(out[:, 3].flatten(1), spread.repeat(3)[:, None].expand(6, 32), atol=1e-4)
+    copies = x[:1].expand(6, -1, -1, -1, -1)
+    assert MinibatchStd(4)(copies)[:, 3].abs().max() < 1e-3  # a collapsed batch has no spread
+    # a D with it: the logits of one clip depend on the others in its group
+    D = VideoDiscriminator(channels=CH, size=32, frames=8, batchnorm=False, minibatch_std=2).eval()
+    clips = torch.randn(4, 3, 8, 32, 32)
+    with torch.no_grad():
+        a = D(clips)
+        clips[2] = clips[0]  # clip 0's group partner is clip 2
+        b = D(clips)
+    assert a[0] != b[0] and a[1] == b[1]
+    with pytest.raises(ValueError, match="minibatch_std must be a positive integer"):
+        VideoDiscriminator(channels=CH, size=32, frames=8, minibatch_std=-1)
+
+
+# --- the per-frame generator ----------------------------------------------------------------
+
+
+def test_frame_generator_holds_content_and_moves_with_the_motion_code():
+    G = FrameGenerator(z_dim=Z, channels=CH, size=32, frames=8, motion_dim=3).eval()
+    z = torch.randn(N, Z)
+    with torch.no_grad():
+        clip = G(z)
+        assert clip.shape == (N, 3, 8, 32, 32) and clip.abs().max() <= 1
+        # each frame is the image generator's picture of (content ‖ that frame's motion code)
+        codes = G.motion_codes(z[:, Z - 3:])  # [N, T, 3]
+        assert codes.shape == (N, 8, 3)
+        frame5 = G.image(torch.cat([z[:, :Z - 3], codes[:, 5]], dim=1))
+        assert torch.allclose(clip[:, :, 5], frame5, atol=1e-6)
+        # the motion code changes from frame to frame, so the frames differ
+        assert (codes[:, 1:] - codes[:, :-1]).abs().amax() > 1e-3
+        assert (clip[:, :, 1:] - clip[:, :, :-1]).abs().amax() > 0.01 * clip.abs().amax()
+        # the same motion part gives the same codes whatever the content
+        other = torch.cat([torch.randn(N, Z - 3), z[:, Z - 3:]], dim=1)
+        assert torch.equal(G.motion_codes(other[:, Z - 3:]), codes)
+
+
+def test_frame_generator_gradients_and_bad_arguments():
+    G = FrameGenerator(z_dim=Z, channels=CH, size=32, frames=8, motion_dim=3, out_bias=True)
+    D = VideoDiscriminator(channels=CH, size=32, frames=8, batchnorm=False)
+    g_loss(D(G(torch.randn(4, Z)))).backward()
+    _assert_all_grads(G)
+    assert G.image.main[-2].bias is not None and FrameGenerator(Z, CH, 32, 8, 3).image.main[-2].bias is None
+    with pytest.raises(ValueError, match="motion_dim must be smaller than z_dim"):
+        FrameGenerator(z_dim=Z, channels=CH, size=32, frames=8, motion_dim=Z)
+    with pytest.raises(ValueError, match="frames must be one of"):
+        FrameGenerator(z_dim=Z, channels=CH, size=32, frames=12)

@@ -195,9 +195,12 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(prepar
     ("model.image_d_frames=9", "model.image_d_frames: at most data.frames (8)"),
     ("train.ema_batchnorm=average", "train.ema_batchnorm: 'copy' or 'recompute'"),
     ("loss.instance_noise=-1", "loss.instance_noise: >= 0"),
+    ("model.generator=frame", "model.generator: 'volume' or 'frames'"),
+    ("model.generator=frames model.motion_dim=100", "model.motion_dim: in [1, model.z_dim)"),
+    ("model.d_minibatch_std=-2", "model.d_minibatch_std: >= 0"),
 ])
 def test_a_bad_recipe_key_fails_at_once_naming_it(prepared, tmp_path, override, message):
-    result = train_here(tiny(prepared, tmp_path / "r", override))
+    result = train_here(tiny(prepared, tmp_path / "r", *override.split()))
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "r").exists()  # failed before any work
 
@@ -254,3 +257,21 @@ def test_quality_switches_train_and_load(prepared, tmp_path):
     ema_mean = trained.generator.trunk[1].running_mean
     assert not torch.equal(ema_mean, raw.trunk[1].running_mean)  # recomputed, not copied from G
     assert torch.isfinite(ema_mean).all() and ema_mean.abs().sum() > 0
+
+
+def test_frame_generator_trains_loads_and_samples(prepared, tmp_path):
+    from vidgan.checkpoint import load_trained
+    from vidgan.models import FrameGenerator
+    from vidgan.sample import main_sample
+
+    run = tmp_path / "frames"
+    result = train_here(tiny(prepared, run, "model.generator=frames", "model.motion_dim=4", "model.image_d_frames=2",
+                             "model.g_out_bias=true", "model.d_minibatch_std=4", "train.kimg=0.024"))
+    assert result.returncode == 0, result.stderr
+    trained = load_trained(run, which="ema")
+    assert isinstance(trained.generator, FrameGenerator) and trained.is_video
+    assert trained.generator.motion_dim == 4
+    assert load_trained(run, with_discriminator=True).discriminator.video.config["minibatch_std"] == 4
+    assert (run / "samples" / "clips-000000000024.mp4").is_file()
+    assert main_sample([str(run), "--num", "2", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert sorted(p.suffix for p in (tmp_path / "out").iterdir()).count(".mp4") == 2

@@ -31,9 +31,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from data_tools.atomic import atomic_path, atomic_write_json, atomic_write_text, replace
-from vidgan.models import (ConfigModule, DCGANDiscriminator, DCGANGenerator, VideoDiscriminator,
-                           VideoFrameDiscriminator, VideoGenerator,
-                           build_model, convert_sync_batchnorm, to_channels_last, unwrap)
+from vidgan.models import (VIDEO_GENERATORS, ConfigModule, DCGANDiscriminator, DCGANGenerator, FrameGenerator,
+                           VideoDiscriminator, VideoFrameDiscriminator, VideoGenerator, build_model,
+                           convert_sync_batchnorm, to_channels_last, unwrap)
 from vidgan.recipe import Recipe, dump_recipe, load_recipe
 
 PREFIX = "checkpoint-"
@@ -119,13 +119,16 @@ def build_models(recipe: Recipe) -> tuple[ConfigModule, ConfigModule]:
     not yet prepared by Accelerate)."""
     m, d = recipe.model, recipe.data
     if m.kind == "video":
-        G = VideoGenerator(m.z_dim, m.g_channels, d.size, d.frames, m.two_stream, out_bias=m.g_out_bias)
+        if m.generator == "frames":
+            G = FrameGenerator(m.z_dim, m.g_channels, d.size, d.frames, m.motion_dim, out_bias=m.g_out_bias)
+        else:
+            G = VideoGenerator(m.z_dim, m.g_channels, d.size, d.frames, m.two_stream, out_bias=m.g_out_bias)
         if m.image_d_frames:
-            D = VideoFrameDiscriminator(m.d_channels, d.size, d.frames, m.image_d_frames,
-                                        batchnorm=m.d_batchnorm, spectral_norm=m.spectral_norm)
+            D = VideoFrameDiscriminator(m.d_channels, d.size, d.frames, m.image_d_frames, batchnorm=m.d_batchnorm,
+                                        spectral_norm=m.spectral_norm, minibatch_std=m.d_minibatch_std)
         else:
             D = VideoDiscriminator(m.d_channels, d.size, d.frames, batchnorm=m.d_batchnorm,
-                                   spectral_norm=m.spectral_norm)
+                                   spectral_norm=m.spectral_norm, minibatch_std=m.d_minibatch_std)
     else:
         G = DCGANGenerator(m.z_dim, m.g_channels, d.size)
         D = DCGANDiscriminator(m.d_channels, d.size, batchnorm=m.d_batchnorm, spectral_norm=m.spectral_norm)
@@ -229,7 +232,7 @@ class Trained:
     """What a command reads from a run: the generator (and discriminator if asked for), both in eval
     mode without gradients, and the recipe that trained them."""
 
-    generator: ConfigModule  # VideoGenerator (clips [N, 3, T, S, S]) or DCGANGenerator (images [N, 3, S, S])
+    generator: ConfigModule  # one of VIDEO_GENERATORS (clips [N, 3, T, S, S]) or DCGANGenerator (images)
     discriminator: ConfigModule | None  # only with `with_discriminator`
     recipe: Recipe | None  # None for a generator folder that no checkpoint holds
     folder: Path  # the checkpoint folder, or the generator folder when no checkpoint holds it
@@ -238,7 +241,7 @@ class Trained:
 
     @property
     def is_video(self) -> bool:
-        return isinstance(self.generator, VideoGenerator)
+        return isinstance(self.generator, VIDEO_GENERATORS)
 
 
 def load_trained(path: str | Path, which: str = "ema", with_discriminator: bool = False,
@@ -282,7 +285,7 @@ def _recipe_in(checkpoint: Path | None, required: bool) -> Recipe | None:
 
 def _check_generator(G: ConfigModule, folder: Path, recipe: Recipe | None, kind: str | None) -> None:
     """G must be a generator, of `kind` if given, and agree with the recipe saved beside it."""
-    if isinstance(G, VideoGenerator):
+    if isinstance(G, VIDEO_GENERATORS):
         have = "video"
     elif isinstance(G, DCGANGenerator):
         have = "image"

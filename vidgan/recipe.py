@@ -37,9 +37,14 @@ class ModelConfig:
     z_dim: int = 100  # latent length
     g_channels: int = 64  # generator width (feature maps of its last hidden layer)
     d_channels: int = 64  # discriminator width (feature maps of its first layer)
-    two_stream: bool = False  # video G as VGAN's foreground + mask + static background
+    # video G: "volume", 3D transposed convs over the whole clip (VGAN); "frames", a 2D DCGAN G per frame
+    # from a content code held for the clip and a per-frame motion code (MoCoGAN's decomposition)
+    generator: str = "volume"
+    motion_dim: int = 20  # "frames" G: the last motion_dim values of z drive the motion codes
+    two_stream: bool = False  # "volume" G as VGAN's foreground + mask + static background
     d_batchnorm: bool = True  # BatchNorm in D (the canonical DCGAN); off for R1-heavy training
     spectral_norm: bool = False  # spectral normalisation on every conv of D
+    d_minibatch_std: int = 0  # video D: the spread of groups of this many clips as one more map (ProGAN: 4); 0: off
     sync_batchnorm: bool = False  # share BatchNorm statistics across processes (multi-GPU)
     channels_last: bool = False  # channels_last(_3d) memory format for models and batches
     g_out_bias: bool = False  # video model: a bias in G's output layer (VGAN has none)
@@ -214,6 +219,13 @@ def check_recipe(r: Recipe) -> None:
         need(getattr(r.model, key) >= 1, f"model.{key}", f">= 1, got {getattr(r.model, key)}")
     need(not (r.model.two_stream and r.model.kind == "image"), "model.two_stream",
          "only for model.kind=video")
+    need(r.model.generator in ("volume", "frames"), "model.generator",
+         f"'volume' or 'frames', got {r.model.generator!r}")
+    need(r.model.generator == "volume" or r.model.kind == "video", "model.generator", "only for model.kind=video")
+    need(not (r.model.two_stream and r.model.generator == "frames"), "model.two_stream",
+         "only for model.generator=volume")
+    need(r.model.generator != "frames" or 1 <= r.model.motion_dim < r.model.z_dim, "model.motion_dim",
+         f"in [1, model.z_dim), got {r.model.motion_dim}")
     need(r.loss.kind in ("nonsaturating", "hinge"), "loss.kind",
          f"'nonsaturating' or 'hinge', got {r.loss.kind!r}")
     need(not (r.model.g_out_bias and r.model.kind == "image"), "model.g_out_bias", "only for model.kind=video")
@@ -221,6 +233,9 @@ def check_recipe(r: Recipe) -> None:
     need(r.model.image_d_frames == 0 or r.model.kind == "video", "model.image_d_frames", "only for model.kind=video")
     need(r.model.image_d_frames <= r.data.frames, "model.image_d_frames",
          f"at most data.frames ({r.data.frames}), got {r.model.image_d_frames}")
+    need(r.model.d_minibatch_std >= 0, "model.d_minibatch_std", f">= 0, got {r.model.d_minibatch_std}")
+    need(r.model.d_minibatch_std == 0 or r.model.kind == "video", "model.d_minibatch_std",
+         "only for model.kind=video")
     need(r.loss.instance_noise >= 0, "loss.instance_noise", f">= 0, got {r.loss.instance_noise}")
     need(r.train.ema_batchnorm in ("copy", "recompute"), "train.ema_batchnorm",
          f"'copy' or 'recompute', got {r.train.ema_batchnorm!r}")

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from data_tools.argtypes import frame_rate, int_at_least, positive_int
 from vidgan.checkpoint import CheckpointError, load_trained
 from vidgan.export import clip_grid, first_frame_grid_png, to_uint8_frames, write_mp4, write_png
-from vidgan.models import ConfigModule, VideoGenerator
+from vidgan.models import VIDEO_GENERATORS, ConfigModule
 from vidgan.recipe import Recipe
 
 DEFAULT_FPS = 8  # frame rate when no recipe is found beside a bare generator folder (SampleConfig.fps)
@@ -43,7 +43,7 @@ SLERP_EPS = 1e-7  # below this sin(angle), two latents are treated as parallel a
 
 def is_video_model(G) -> bool:
     """True for a generator of clips `[N, C, T, H, W]`, False for one of images `[N, C, H, W]`."""
-    return isinstance(G, VideoGenerator)
+    return isinstance(G, VIDEO_GENERATORS)
 
 
 def recipe_fps(recipe: Recipe | None) -> int:

@@ -18,14 +18,19 @@ from .common import (
     unwrap,
 )
 from .dcgan import DCGANDiscriminator, DCGANGenerator
+from .frames import FrameGenerator
 from .video import VideoDiscriminator, VideoFrameDiscriminator, VideoGenerator, VideoLayers
+
+VIDEO_GENERATORS = (VideoGenerator, FrameGenerator)  # the generators of clips [N, C, T, H, W]
 
 __all__ = [
     "FRAMES",
     "SIZES",
+    "VIDEO_GENERATORS",
     "ConfigModule",
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "FrameGenerator",
     "VideoDiscriminator",
     "VideoFrameDiscriminator",
     "VideoGenerator",

@@ -85,6 +85,31 @@ def add_spectral_norm(module: nn.Module) -> nn.Module:
     return module
 
 
+class MinibatchStd(nn.Module):
+    """Append one feature map: how much the samples of a group differ, averaged over features and
+    positions (Karras et al. 2018, ProGAN; StyleGAN keeps it). A discriminator that sees it can tell a
+    batch of near-copies from a varied one, which turns mode collapse into a loss G feels.
+
+    `[N, C, *S]` → `[N, C + 1, *S]`. Groups take every (N / group)-th sample; `group` shrinks to the
+    largest divisor of N not above it (1 gives zeros: a lone sample has no spread).
+    """
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        g = min(self.group, n)
+        while n % g:
+            g -= 1
+        y = x.float().reshape(g, n // g, *x.shape[1:])  # [G, M, C, *S]
+        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # [M, C, *S] spread within each group
+        y = y.flatten(1).mean(dim=1)  # [M]
+        y = y.view(-1, 1, *([1] * (x.ndim - 2))).repeat(g, 1, *x.shape[2:])  # [N, 1, *S]
+        return torch.cat([x, y.to(x.dtype)], dim=1)
+
+
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     """Swap every BatchNorm for SyncBatchNorm, so batch statistics are shared across GPUs under DDP.
 

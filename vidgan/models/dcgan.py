@@ -30,17 +30,19 @@ class DCGANGenerator(ConfigModule):
 
     A 4×4 transposed conv from z, then kernel 4 / stride 2 / padding 1 transposed convs that double
     the side and halve the width, BatchNorm + ReLU between, tanh out. No conv has a bias (each is
-    followed by BatchNorm, or is the output layer, as in pytorch/examples).
+    followed by BatchNorm, or is the output layer, as in pytorch/examples); `out_bias=True` gives the
+    output layer one, as `VideoGenerator`'s switch of that name does.
     """
 
-    def __init__(self, z_dim: int = 100, channels: int = 64, size: int = 64, out_channels: int = 3):
+    def __init__(self, z_dim: int = 100, channels: int = 64, size: int = 64, out_channels: int = 3,
+                 out_bias: bool = False):
         super().__init__()
         owner = type(self).__name__
         check_positive_int(owner, "z_dim", z_dim)
         check_positive_int(owner, "channels", channels)
         check_choice(owner, "size", size, SIZES)
         check_positive_int(owner, "out_channels", out_channels)
-        self.config = dict(z_dim=z_dim, channels=channels, size=size, out_channels=out_channels)
+        self.config = dict(z_dim=z_dim, channels=channels, size=size, out_channels=out_channels, out_bias=out_bias)
         self.z_dim = z_dim  # latent length
         self.size = size  # output side in pixels
         self.out_channels = out_channels  # 3 for RGB
@@ -62,7 +64,7 @@ class DCGANGenerator(ConfigModule):
             width //= 2
             # state size. [N, width, 2·side, 2·side], ending at [N, ch, size/2, size/2]
         layers += [
-            nn.ConvTranspose2d(width, out_channels, 4, 2, 1, bias=False),
+            nn.ConvTranspose2d(width, out_channels, 4, 2, 1, bias=out_bias),
             nn.Tanh(),
             # state size. [N, out_channels, size, size]
         ]

@@ -23,6 +23,7 @@ from .common import (
     FRAMES,
     SIZES,
     ConfigModule,
+    MinibatchStd,
     add_spectral_norm,
     check_choice,
     check_positive_int,
@@ -158,7 +159,8 @@ class VideoDiscriminator(ConfigModule):
     Conv3d kernel 4 / stride 2 / padding 1 blocks halving time and space, LeakyReLU 0.2, BatchNorm3d
     from the second block on, then a conv over the remaining `[frames/16, 4, 4]` (at 64²) to one value.
     Canonically no conv has a bias. Switches as in `DCGANDiscriminator`: `spectral_norm` on every conv,
-    `batchnorm=False` to drop BatchNorm (those convs then gain a bias).
+    `batchnorm=False` to drop BatchNorm (those convs then gain a bias); `minibatch_std=G` (> 0) feeds
+    the last conv one more map, the spread of groups of G clips (`MinibatchStd`).
     """
 
     def __init__(
@@ -170,6 +172,7 @@ class VideoDiscriminator(ConfigModule):
         in_channels: int = 3,
         batchnorm: bool = True,
         spectral_norm: bool = False,
+        minibatch_std: int = 0,
     ):
         super().__init__()
         # the same checks as the generator's, of the arguments the two share, each named in its error
@@ -178,6 +181,8 @@ class VideoDiscriminator(ConfigModule):
         check_choice(owner, "size", size, SIZES)
         check_choice(owner, "frames", frames, FRAMES)
         check_positive_int(owner, "in_channels", in_channels)
+        if minibatch_std:
+            check_positive_int(owner, "minibatch_std", minibatch_std)
         self.config = dict(
             channels=channels,
             size=size,
@@ -185,6 +190,7 @@ class VideoDiscriminator(ConfigModule):
             in_channels=in_channels,
             batchnorm=batchnorm,
             spectral_norm=spectral_norm,
+            minibatch_std=minibatch_std,
         )
         self.size = size  # input side in pixels
         self.frames = frames  # input clip length
@@ -210,8 +216,11 @@ class VideoDiscriminator(ConfigModule):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             width *= 2
             # state size. [N, width, t/2 or t, side/2, side/2], ending at [N, ch·size/8, t_small, 4, 4]
+        if minibatch_std:
+            layers.append(MinibatchStd(minibatch_std))
+            # state size. [N, ch·size/8 + 1, t_small, 4, 4]
         layers += [
-            nn.Conv3d(width, 1, (t_small, 4, 4), 1, 0, bias=False),
+            nn.Conv3d(width + (1 if minibatch_std else 0), 1, (t_small, 4, 4), 1, 0, bias=False),
             # state size. [N, 1, 1, 1, 1]
         ]
         self.main = nn.Sequential(*layers)
@@ -235,18 +244,19 @@ class VideoFrameDiscriminator(ConfigModule):
     apart and adds them."""
 
     def __init__(self, channels: int = 64, size: int = 64, frames: int = 32, frame_count: int = 2, *,
-                 in_channels: int = 3, batchnorm: bool = True, spectral_norm: bool = False):
+                 in_channels: int = 3, batchnorm: bool = True, spectral_norm: bool = False, minibatch_std: int = 0):
         super().__init__()
         check_positive_int(type(self).__name__, "frame_count", frame_count)
         if frame_count > frames:
             raise ValueError(f"VideoFrameDiscriminator: frame_count must be at most frames ({frames}); "
                              f"got {frame_count}")
         self.config = dict(channels=channels, size=size, frames=frames, frame_count=frame_count,
-                           in_channels=in_channels, batchnorm=batchnorm, spectral_norm=spectral_norm)
+                           in_channels=in_channels, batchnorm=batchnorm, spectral_norm=spectral_norm,
+                           minibatch_std=minibatch_std)
         self.frames = frames
         self.frame_count = frame_count
         self.video = VideoDiscriminator(channels, size, frames, in_channels=in_channels, batchnorm=batchnorm,
-                                        spectral_norm=spectral_norm)
+                                        spectral_norm=spectral_norm, minibatch_std=minibatch_std)
         self.image = DCGANDiscriminator(channels, size, in_channels, batchnorm=batchnorm,
                                         spectral_norm=spectral_norm)
 
