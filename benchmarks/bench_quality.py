@@ -41,8 +41,8 @@ DEMO = ROOT / "recipes" / "demo.yaml"
 # non-saturating loss) and none of the switches that the quality work added
 VGAN = ("optim.lr_g=2e-4", "optim.lr_d=2e-4", "optim.beta1=0.5", "optim.beta2=0.999", "loss.kind=nonsaturating",
         "loss.r1_gamma=0", "loss.augment_p=0", "loss.instance_noise=0", "model.d_batchnorm=true",
-        "model.spectral_norm=false", "model.g_out_bias=false", "model.image_d_frames=0",
-        "train.ema_batchnorm=copy")
+        "model.spectral_norm=false", "model.g_out_bias=false", "model.image_d_frames=0", "model.generator=volume",
+        "model.d_minibatch_std=0", "train.ema_batchnorm=copy")
 SCORES = ("recognisable", "inception_score", "consistency", "motion_ratio", "fd")
 FAKE_CLIPS = 512
 FAKE_SEED = 123

@@ -230,11 +230,14 @@ def test_write_sample_grid_bf16_upscaled(tmp_path):
     side = 2 * (2 * (8 + 2) + 2)  # 2 × 2 cells of 8 px, 2 px borders, then doubled
     facts, decoded = decode(mp4)
     assert (facts["width"], facts["height"], len(decoded)) == (side, side, 5)
-    image = read_png(png)
-    assert image.shape == (side, side, 3)
+    image = read_png(png)  # film strips: a row per clip, frames 0, 2, 4
+    assert image.shape == (2 * (4 * 10 + 2), 2 * (3 * 10 + 2), 3)
+    for k in range(4):
+        for column, t in enumerate((0, 2, 4)):
+            y, x = 2 * (2 + k * 10), 2 * (2 + column * 10)
+            assert (image[y:y + 16, x:x + 16] == colours[k, t]).all()  # exact in the PNG
     for k in range(4):
         y, x = 2 * (2 + (k // 2) * 10), 2 * (2 + (k % 2) * 10)
-        assert (image[y:y + 16, x:x + 16] == colours[k, 0]).all()  # first frame, exact in the PNG
         centre = decoded[:, y + 4:y + 12, x + 4:x + 12].reshape(5, -1, 3).mean(1)
         assert np.abs(centre - colours[k]).max() < 6
 

@@ -55,7 +55,7 @@ def sample(run: Path, out: Path, *extra: str) -> list[bytes]:
 
 def test_writes_n_browser_playable_mp4s_and_a_grid(samples):
     names = sorted(p.name for p in samples.iterdir())
-    assert names == ["grid.mp4", "grid.png"] + [f"sample-{i:05d}.mp4" for i in range(5)]
+    assert names == ["grid.mp4", "grid.png"] + [f"sample-{i:05d}.mp4" for i in range(5)] + ["strip.png"]
     for i in range(5):
         facts, frames = decode(samples / f"sample-{i:05d}.mp4")
         assert facts == {"codec": "h264", "pix_fmt": "yuv420p", "width": SIZE, "height": SIZE, "fps": FPS}
@@ -71,6 +71,14 @@ def test_writes_n_browser_playable_mp4s_and_a_grid(samples):
     first = decode(samples / "sample-00004.mp4")[1][0]
     cell = sheet[36:68, 36:68]  # clip 4: row 1, column 1
     assert np.abs(cell.astype(int) - first).mean() < 4  # the same picture, up to H.264's error
+    # strip: a row per clip, every other frame left to right
+    with Image.open(samples / "strip.png") as image:
+        assert image.size == (FRAMES // 2 * 34 + 2, 5 * 34 + 2)
+        strip = np.asarray(image.convert("RGB"))
+    clip4 = decode(samples / "sample-00004.mp4")[1]
+    for column in range(FRAMES // 2):
+        cell = strip[2 + 4 * 34:2 + 4 * 34 + 32, 2 + column * 34:2 + column * 34 + 32]
+        assert np.abs(cell.astype(int) - clip4[2 * column]).mean() < 4
 
 
 def test_fps_option_and_upscale(video_run, tmp_path):

@@ -144,17 +144,37 @@ def first_frame_grid_png(path, frames_uint8, nrow: int | None = None, *, padding
     return write_png(path, grid[0])
 
 
+def film_strip_png(path, frames_uint8, every: int = 2, *, padding: int = 2, upscale: int = 1) -> Path:
+    """PNG of clips `[N, T, H, W, 3]` as film strips: a row per clip, every `every`-th frame left to
+    right, so appearance and motion show in one still picture (a first-frame grid hides both)."""
+    from torchvision.utils import make_grid
+
+    frames = _as_uint8_array(frames_uint8, ndim=5, what="frames_uint8 [N, T, H, W, 3]")
+    if every < 1:
+        raise ValueError(f"every must be >= 1; got {every}")
+    shown = torch.from_numpy(frames[:, ::every])  # [N, T', H, W, 3]
+    n, t, h, w, _ = shown.shape
+    if n == 0 or t == 0:
+        raise ValueError(f"frames_uint8 must hold at least one clip of one frame; got {frames.shape}")
+    cells = shown.reshape(n * t, h, w, 3).permute(0, 3, 1, 2)  # [N·T', 3, H, W], row-major
+    grid = make_grid(cells, nrow=t, padding=padding, pad_value=PAD_VALUE).permute(1, 2, 0)  # [GH, GW, 3]
+    if upscale > 1:
+        grid = grid.repeat_interleave(upscale, dim=0).repeat_interleave(upscale, dim=1)
+    return write_png(path, grid.numpy())
+
+
 def write_sample_grid(folder, stem: str, clips: torch.Tensor, fps: int | float | Fraction,
                       nrow: int | None = None, upscale: int = 1) -> tuple[Path | None, Path]:
     """Float clips `[N, C, T, H, W]` in [-1, 1] → `folder/stem.mp4` (grid video) and `folder/stem.png`
-    (grid of first frames); returns `(mp4, png)`. Images `[N, C, H, W]` write the PNG only: `(None, png)`.
+    (film strips: a row per clip, every other frame); returns `(mp4, png)`. Images `[N, C, H, W]` write
+    a PNG grid only: `(None, png)`.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     frames = to_uint8_frames(clips)  # [N, T, H, W, 3]
-    png = first_frame_grid_png(folder / f"{stem}.png", frames, nrow=nrow, upscale=upscale)
     if clips.ndim == 4:
-        return None, png
+        return None, first_frame_grid_png(folder / f"{stem}.png", frames, nrow=nrow, upscale=upscale)
+    png = film_strip_png(folder / f"{stem}.png", frames, upscale=upscale)
     mp4 = write_mp4(folder / f"{stem}.mp4", clip_grid(frames, nrow=nrow, upscale=upscale), fps)
     return mp4, png
 

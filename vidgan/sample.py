@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from data_tools.argtypes import frame_rate, int_at_least, positive_int
 from vidgan.checkpoint import CheckpointError, load_trained
-from vidgan.export import clip_grid, first_frame_grid_png, to_uint8_frames, write_mp4, write_png
+from vidgan.export import clip_grid, film_strip_png, first_frame_grid_png, to_uint8_frames, write_mp4, write_png
 from vidgan.models import VIDEO_GENERATORS, ConfigModule
 from vidgan.recipe import Recipe
 
@@ -37,6 +37,7 @@ DEFAULT_FPS = 8  # frame rate when no recipe is found beside a bare generator fo
 DEFAULT_BATCH = 16  # clips per generator forward pass
 WRITER_THREADS = 1  # files encoded at once by `vidgan sample`; see write_samples before raising it
 GRID_MAX = 256  # clips shown in the --grid video and contact sheet at most (the first ones): 16 × 16
+STRIP_MAX = 16  # clips shown as film strips in strip.png at most (the first ones)
 NAME_DIGITS = 5  # sample-00000.mp4; more digits when N needs them
 SLERP_EPS = 1e-7  # below this sin(angle), two latents are treated as parallel and mixed linearly
 
@@ -124,7 +125,8 @@ def write_samples(G, out_dir: str | Path, num: int, seed: int = 0, fps: int | fl
                   progress: bool | None = None) -> list[Path]:
     """Generate `num` clips and write each to `out_dir/sample-00000.mp4`, … (H.264 yuv420p MP4 at
     `fps`); an image generator writes `sample-00000.png`, … . `grid` adds `grid.mp4` (video models)
-    and `grid.png` (first frames) of the first min(num, GRID_MAX) clips. `upscale` enlarges every
+    and `grid.png` (first frames) of the first min(num, GRID_MAX) clips, and for a video model
+    `strip.png` (film strips of the first STRIP_MAX clips, every other frame). `upscale` enlarges every
     output by pixel repetition. `progress`: a tqdm bar (None: only on a terminal). Files of the same
     names are replaced, each atomically. Returns the per-sample paths, in order.
 
@@ -184,6 +186,7 @@ def write_samples(G, out_dir: str | Path, num: int, seed: int = 0, fps: int | fl
         first_frame_grid_png(out_dir / "grid.png", shown, upscale=upscale)
         if video:
             write_mp4(out_dir / "grid.mp4", clip_grid(shown, upscale=upscale), fps)
+            film_strip_png(out_dir / "strip.png", shown[:STRIP_MAX], upscale=upscale)
     return paths
 
 
@@ -301,7 +304,7 @@ def run_sample(args) -> int:
                               upscale=args.upscale, progress=False if args.quiet else None)
         video = is_video_model(G)
         kind = f"MP4 clips at {fps} fps" if video else "PNG images"
-        grid = (" and grid.mp4/grid.png" if video else " and grid.png") if args.grid else ""
+        grid = (" and grid.mp4, grid.png, strip.png" if video else " and grid.png") if args.grid else ""
         return f"wrote {len(paths)} {kind}{grid} to {args.out}"
 
     return _run(args, "sample", write)

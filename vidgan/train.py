@@ -106,7 +106,7 @@ def real_clips(batch_video: torch.Tensor, video: bool, memory_format: bool) -> t
 
 def write_training_samples(accelerator: Accelerator, ema: torch.nn.Module, fixed_z: torch.Tensor, recipe: Recipe,
                   clips_seen: int) -> None:
-    """The EMA generator's clips for the fixed noise: an MP4 grid and a PNG of first frames in
+    """The EMA generator's clips for the fixed noise: an MP4 grid and a PNG of film strips in
     RUN/samples, and the first 16 as an animated image in TensorBoard. Main process only."""
     if not accelerator.is_main_process:
         return
