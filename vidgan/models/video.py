@@ -159,8 +159,8 @@ class VideoDiscriminator(ConfigModule):
     Conv3d kernel 4 / stride 2 / padding 1 blocks halving time and space, LeakyReLU 0.2, BatchNorm3d
     from the second block on, then a conv over the remaining `[frames/16, 4, 4]` (at 64²) to one value.
     Canonically no conv has a bias. Switches as in `DCGANDiscriminator`: `spectral_norm` on every conv,
-    `batchnorm=False` to drop BatchNorm (those convs then gain a bias); `minibatch_std=G` (> 0) feeds
-    the last conv one more map, the spread of groups of G clips (`MinibatchStd`).
+    `batchnorm=False` to drop BatchNorm (those convs then gain a bias); `minibatch_std=n` (> 0) feeds
+    the last conv one more map, the spread of groups of n clips (`MinibatchStd`).
     """
 
     def __init__(
