@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import FRAMES, ConfigModule, check_choice, check_positive_int, check_shape, dcgan_init_
+from .common import FRAMES, ConfigModule, check_choice, check_positive_int, check_shape
 from .dcgan import DCGANGenerator
 
 
@@ -59,8 +59,8 @@ class FrameGenerator(ConfigModule):
         self.motion_dim = motion_dim  # length of the motion part of z and of each frame's motion code
         self.content_dim = z_dim - motion_dim
         self.motion = nn.GRUCell(motion_dim, motion_dim)
+        # the image generator carries the DCGAN initialisation; the GRU keeps PyTorch's own
         self.image = DCGANGenerator(self.content_dim + motion_dim, channels, size, out_channels, out_bias=out_bias)
-        self.apply(dcgan_init_)
 
     def motion_codes(self, z_motion: torch.Tensor) -> torch.Tensor:
         """The per-frame motion codes `[N, T, motion_dim]` of motion latents `[N, motion_dim]`."""
