@@ -139,6 +139,8 @@ def test_no_bias_in_convs_by_default_and_bias_without_batchnorm():
         (lambda: VideoDiscriminator(frames=128), "VideoDiscriminator: frames must be one of 8, 16, 32, 64; got 128"),
         (lambda: VideoDiscriminator(size=16), "VideoDiscriminator: size must be one of 32, 64, 128; got 16"),
         (lambda: VideoGenerator(channels=0), "VideoGenerator: channels must be a positive integer; got 0"),
+        (lambda: VideoGenerator(time_padding="reflect"),
+         "VideoGenerator: time_padding must be one of zeros, replicate; got 'reflect'"),
     ],
 )
 def test_unsupported_configurations_fail_at_construction(make, message):
@@ -301,6 +303,7 @@ def test_channels_last_keeps_outputs(two_stream):
         (lambda: DCGANGenerator(z_dim=Z, channels=CH, size=32, out_channels=1), (N, Z)),
         (lambda: DCGANDiscriminator(channels=CH, size=64, batchnorm=False), (N, 3, 64, 64)),
         (lambda: VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8, two_stream=True), (N, Z)),
+        (lambda: VideoGenerator(z_dim=Z, channels=CH, size=64, frames=8, time_padding="replicate"), (N, Z)),
         (lambda: FrameGenerator(z_dim=Z, channels=CH, size=32, frames=8, motion_dim=3, out_bias=True), (N, Z)),
         (lambda: VideoDiscriminator(channels=CH, size=32, frames=16, spectral_norm=True), (N, 3, 16, 32, 32)),
         (lambda: VideoDiscriminator(channels=CH, size=32, frames=8, batchnorm=False, minibatch_std=2), (N, 3, 8, 32, 32)),
@@ -374,6 +377,37 @@ def test_generator_output_bias_switch(tmp_path):
     assert g.head.bias is not None and VideoGenerator(Z, CH, 32, 8).head.bias is None
     save_model(g, tmp_path / "g")
     assert load_model(tmp_path / "g").head.bias is not None
+
+
+@pytest.mark.parametrize("block", [dict(kernel_size=4, stride=2, padding=1),
+                                   dict(kernel_size=(3, 4, 4), stride=(1, 2, 2), padding=(1, 1, 1))])
+def test_replicate_time_padding_draws_edge_frames_like_the_rest(block):
+    from vidgan.models.video import ReplicateTimeConvTranspose3d
+
+    plain, replicate = nn.ConvTranspose3d(2, 3, **block), ReplicateTimeConvTranspose3d(2, 3, **block)
+    replicate.load_state_dict(plain.state_dict())  # the same parameters under the same names
+    for layer in (plain, replicate):
+        nn.init.constant_(layer.weight, 1.0)
+    x = torch.ones(1, 2, 4, 3, 3)  # [N, C, T, H, W], the same in every frame
+    with torch.no_grad():
+        faded, even = plain(x), replicate(x)
+    assert even.shape == faded.shape
+    per_frame = lambda y: y[0, 0, :, 2, 2]  # noqa: E731, one interior pixel through time
+    assert torch.allclose(per_frame(even), per_frame(even)[1:-1].mean())  # every frame alike
+    assert per_frame(faded)[0] < per_frame(faded)[1:-1].mean()  # zero padding: the edge frame is fainter
+    assert torch.equal(per_frame(faded)[1:-1], per_frame(even)[1:-1])  # interior frames unchanged
+
+
+def test_generator_time_padding_switch_keeps_shapes_and_parameters():
+    torch.manual_seed(1)
+    zeros = VideoGenerator(Z, CH, 32, 16)
+    torch.manual_seed(1)
+    replicate = VideoGenerator(Z, CH, 32, 16, time_padding="replicate")
+    assert zeros.state_dict().keys() == replicate.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(zeros.parameters(), replicate.parameters()))
+    z = torch.randn(N, Z)
+    assert replicate(z).shape == zeros(z).shape == (N, 3, 16, 32, 32)
+    assert not torch.allclose(replicate(z)[:, :, 0], zeros(z)[:, :, 0])  # the edge frames differ
 
 
 def test_recomputed_batchnorm_statistics_match_the_generators_own_batches():

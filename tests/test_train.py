@@ -198,6 +198,9 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(prepar
     ("model.generator=frame", "model.generator: 'volume' or 'frames'"),
     ("model.generator=frames model.motion_dim=100", "model.motion_dim: in [1, model.z_dim)"),
     ("model.d_minibatch_std=-2", "model.d_minibatch_std: >= 0"),
+    ("train.d_steps=0", "train.d_steps: >= 1, got 0"),
+    ("model.g_time_padding=reflect", "model.g_time_padding: 'zeros' or 'replicate'"),
+    ("model.generator=frames model.g_time_padding=replicate", "model.g_time_padding: only for model.generator=volume"),
 ])
 def test_a_bad_recipe_key_fails_at_once_naming_it(prepared, tmp_path, override, message):
     result = train_here(tiny(prepared, tmp_path / "r", *override.split()))
@@ -247,12 +250,14 @@ def test_quality_switches_train_and_load(prepared, tmp_path):
 
     run = tmp_path / "switches"
     result = train_here(tiny(prepared, run, "model.image_d_frames=2", "loss.instance_noise=0.1",
-                             "model.g_out_bias=true", "train.ema_batchnorm=recompute", "train.kimg=0.024"))
+                             "model.g_out_bias=true", "train.ema_batchnorm=recompute", "model.g_time_padding=replicate",
+                             "train.kimg=0.024"))
     assert result.returncode == 0, result.stderr
     trained = load_trained(run, which="ema", with_discriminator=True)
     assert isinstance(trained.discriminator, VideoFrameDiscriminator)
     assert trained.discriminator(torch.zeros(3, 3, 8, 32, 32)).shape == (3, 3)
     assert trained.generator.head.bias is not None
+    assert trained.generator.config["time_padding"] == "replicate"
     raw = load_trained(run, which="raw").generator
     ema_mean = trained.generator.trunk[1].running_mean
     assert not torch.equal(ema_mean, raw.trunk[1].running_mean)  # recomputed, not copied from G
@@ -275,3 +280,42 @@ def test_frame_generator_trains_loads_and_samples(prepared, tmp_path):
     assert (run / "samples" / "clips-000000000024.mp4").is_file()
     assert main_sample([str(run), "--num", "2", "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert sorted(p.suffix for p in (tmp_path / "out").iterdir()).count(".mp4") == 2
+
+
+def adam_steps(run_dir: Path) -> tuple[int, int]:
+    """(G's, D's) optimizer step counts in the run's latest checkpoint."""
+    latest = sorted((run_dir / "checkpoints").glob("checkpoint-*"))[-1]
+    counts = []
+    for name in ("optimizer.bin", "optimizer_1.bin"):  # prepared in the order G, D
+        state = torch.load(latest / name, weights_only=False)["state"]
+        counts.append(int(next(iter(state.values()))["step"]))
+    return counts[0], counts[1]
+
+
+@pytest.mark.parametrize("override, g_updates, d_updates", [
+    ("train.d_steps=3", 4, 12),  # 12 batches: D on each, G after every third
+    ("train.g_steps=2", 24, 12),  # G twice per batch
+])
+def test_d_steps_and_g_steps_set_the_update_ratio(prepared, tmp_path, override, g_updates, d_updates):
+    run = tmp_path / "ratio"
+    result = train_here(tiny(prepared, run, override))
+    assert result.returncode == 0, result.stderr
+    assert adam_steps(run) == (g_updates, d_updates)
+    assert [int(r["clips"]) for r in csv_rows(run)][-1] == 48  # kimg counts D's batches either way
+
+
+def test_resume_inside_a_d_steps_cycle_continues_exactly(prepared, tmp_path):
+    # stop after 7 batches, one into the third cycle of three D updates
+    whole = train_here(tiny(prepared, tmp_path / "whole", "train.d_steps=3"))
+    first = train_here(tiny(prepared, tmp_path / "parts", "train.d_steps=3", "train.kimg=0.028"))
+    assert whole.returncode == first.returncode == 0
+    assert adam_steps(tmp_path / "parts") == (2, 7)
+    second = train_here([*tiny(prepared, tmp_path / "parts", "train.d_steps=3"), "--resume", "latest"])
+    assert second.returncode == 0, second.stderr
+    assert rank_records(tmp_path / "parts")[0]["G"] == rank_records(tmp_path / "whole")[0]["G"]
+
+
+def test_more_d_and_more_g_steps_at_once_is_refused(prepared, tmp_path):
+    result = train_here(tiny(prepared, tmp_path / "r", "train.d_steps=2", "train.g_steps=2"))
+    assert result.returncode == 2 and "train.g_steps: more G steps need train.d_steps 1" in result.stderr
+    assert not (tmp_path / "r").exists()

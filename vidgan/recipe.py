@@ -48,6 +48,9 @@ class ModelConfig:
     sync_batchnorm: bool = False  # share BatchNorm statistics across processes (multi-GPU)
     channels_last: bool = False  # channels_last(_3d) memory format for models and batches
     g_out_bias: bool = False  # video model: a bias in G's output layer (VGAN has none)
+    # "volume" G: "zeros" pads time with zeros in its transposed convs, so the clip's first and last frames
+    # fade (VGAN); "replicate" repeats the edge steps so that every frame is drawn alike
+    g_time_padding: str = "zeros"
     image_d_frames: int = 0  # video model: K random frames per clip also judged by a 2D DCGAN D; 0: none
 
 
@@ -74,6 +77,8 @@ class OptimConfig:
 class TrainConfig:
     kimg: float = 10_000.0  # stop after this many thousand real clips shown to D (all processes)
     batch_size: int = 64  # clips per process per step
+    d_steps: int = 1  # D updates, each on a fresh batch, per G update (DVD-GAN: 2); kimg counts D's batches
+    g_steps: int = 1  # G updates per D update (only with d_steps 1)
     ema_kimg: float = 10.0  # half-life of G's exponential moving average, in kimg; 0: EMA = G
     # BatchNorm statistics of the EMA generator: "copy" G's running statistics at every step (they
     # belong to G's weights, not the average's), or "recompute" them for the EMA weights from its own
@@ -226,6 +231,10 @@ def check_recipe(r: Recipe) -> None:
          "only for model.generator=volume")
     need(r.model.generator != "frames" or 1 <= r.model.motion_dim < r.model.z_dim, "model.motion_dim",
          f"in [1, model.z_dim), got {r.model.motion_dim}")
+    need(r.model.g_time_padding in ("zeros", "replicate"), "model.g_time_padding",
+         f"'zeros' or 'replicate', got {r.model.g_time_padding!r}")
+    need(r.model.g_time_padding == "zeros" or (r.model.kind == "video" and r.model.generator == "volume"),
+         "model.g_time_padding", "only for model.generator=volume")
     need(r.loss.kind in ("nonsaturating", "hinge"), "loss.kind",
          f"'nonsaturating' or 'hinge', got {r.loss.kind!r}")
     need(not (r.model.g_out_bias and r.model.kind == "image"), "model.g_out_bias", "only for model.kind=video")
@@ -248,6 +257,10 @@ def check_recipe(r: Recipe) -> None:
         need(0 <= getattr(r.optim, key) < 1, f"optim.{key}", f"in [0, 1), got {getattr(r.optim, key)}")
     need(r.train.kimg > 0, "train.kimg", f"> 0, got {r.train.kimg}")
     need(r.train.batch_size >= 1, "train.batch_size", f">= 1, got {r.train.batch_size}")
+    for key in ("d_steps", "g_steps"):
+        need(getattr(r.train, key) >= 1, f"train.{key}", f">= 1, got {getattr(r.train, key)}")
+    need(r.train.d_steps == 1 or r.train.g_steps == 1, "train.g_steps",
+         f"more G steps need train.d_steps 1, got d_steps {r.train.d_steps} and g_steps {r.train.g_steps}")
     need(r.train.ema_kimg >= 0, "train.ema_kimg", f">= 0, got {r.train.ema_kimg}")
     need(r.train.checkpoint_kimg > 0, "train.checkpoint_kimg", f"> 0, got {r.train.checkpoint_kimg}")
     need(r.train.keep_checkpoints >= 1, "train.keep_checkpoints", f">= 1, got {r.train.keep_checkpoints}")

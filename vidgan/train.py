@@ -218,10 +218,13 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
 
     ema_copies_batchnorm = recipe.train.ema_batchnorm == "copy"
     kind, gamma, r1_every = recipe.loss.kind, recipe.loss.r1_gamma, recipe.loss.r1_every
-    beta = ema_beta(global_batch, recipe.train.ema_kimg)
+    d_steps, g_steps = recipe.train.d_steps, recipe.train.g_steps
+    # one EMA update per G update: d_steps / g_steps batches of real clips apart
+    beta = ema_beta(global_batch * d_steps / g_steps, recipe.train.ema_kimg)
     fixed_z = torch.randn(recipe.sample.count, z_dim, generator=torch.Generator().manual_seed(recipe.sample.seed))
     total = round(recipe.train.kimg * 1000)
     sums = torch.zeros(5, device=device)  # loss_d, loss_g, D(x), D(G(z)), non-finite count
+    loss_g = torch.zeros((), device=device)  # the latest G loss, logged on steps where only D updates
     steps_in_log, log_started, run_started = 0, time.perf_counter(), time.perf_counter()
     bar = tqdm(total=total, initial=min(progress.clips, total), unit="clip", unit_scale=True,
                disable=not (progress_bar and accelerator.is_local_main_process), dynamic_ncols=True)
@@ -253,21 +256,24 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
             opt_d.step()
             opt_d.zero_grad(set_to_none=True)
 
-            # (2) Update G: minimise −log D(G(z)); D frozen and out of DDP's gradient sync
-            D.requires_grad_(False)
-            z = torch.randn(n, z_dim, device=device)
-            fakes, mask = G(z, return_mask=True) if video else (G(z), None)
-            with accelerator.no_sync(D):
-                loss_g = losses.g_loss(D(d_view(fakes)), kind)
-                if mask is not None:
-                    loss_g = loss_g + recipe.loss.mask_l1 * losses.mask_l1(mask)
-                accelerator.backward(loss_g)
-            opt_g.step()
-            opt_g.zero_grad(set_to_none=True)
-            D.requires_grad_(True)
+            # (2) Update G, after every train.d_steps D updates, train.g_steps times: minimise −log D(G(z));
+            # D frozen and out of DDP's gradient sync
+            if (progress.step + 1) % d_steps == 0:
+                D.requires_grad_(False)
+                for _ in range(g_steps):
+                    z = torch.randn(n, z_dim, device=device)
+                    fakes, mask = G(z, return_mask=True) if video else (G(z), None)
+                    with accelerator.no_sync(D):
+                        loss_g = losses.g_loss(D(d_view(fakes)), kind)
+                        if mask is not None:
+                            loss_g = loss_g + recipe.loss.mask_l1 * losses.mask_l1(mask)
+                        accelerator.backward(loss_g)
+                    opt_g.step()
+                    opt_g.zero_grad(set_to_none=True)
 
-            # (3) Update the EMA of G, half-life ema_kimg: ema = β·ema + (1 − β)·G
-            update_ema(ema, unwrap(G), beta, copy_buffers=ema_copies_batchnorm)
+                    # (3) Update the EMA of G, half-life ema_kimg: ema = β·ema + (1 − β)·G
+                    update_ema(ema, unwrap(G), beta, copy_buffers=ema_copies_batchnorm)
+                D.requires_grad_(True)
 
             # (4) Count the step; sum the scalars of the log
             with torch.no_grad():

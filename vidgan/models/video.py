@@ -17,6 +17,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .common import (
@@ -46,6 +47,27 @@ def _time_plan(size: int, frames: int) -> tuple[int, int]:
     return t_small, keep
 
 
+TIME_PADDINGS = ("zeros", "replicate")  # how G's transposed convs treat the frames before and after the clip
+
+
+class ReplicateTimeConvTranspose3d(nn.ConvTranspose3d):
+    """A ConvTranspose3d whose input clip is extended by one repeated step at each end of time, with
+    the output cropped back to the plain layer's length.
+
+    A plain transposed conv pads time with zeros, so the first and last output frames receive fewer
+    kernel taps than the rest (one of two at kernel 4 / stride 2, two of three at kernel 3 / stride 1)
+    and come out fainter; stacked over G's blocks, a clip fades in and out. Here every frame receives
+    the same number of taps. The weights are the plain layer's: the same parameter names and shapes.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x [N, C, T, H, W] → [N, C, T + 2, H, W]; the extra steps are cropped by a larger time padding
+        x = F.pad(x, (0, 0, 0, 0, 1, 1), mode="replicate")
+        stride_t, (pad_t, pad_h, pad_w) = self.stride[0], self.padding
+        return F.conv_transpose3d(x, self.weight, self.bias, self.stride, (pad_t + stride_t, pad_h, pad_w),
+                                  self.output_padding, self.groups, self.dilation)
+
+
 class VideoLayers(NamedTuple):
     """The parts of a two-stream clip: video = mask · foreground + (1 − mask) · background."""
 
@@ -66,7 +88,9 @@ class VideoGenerator(ConfigModule):
     mask (sigmoid); a static 2D DCGAN generator, fed the same z, paints a background; the clip is
     mask · foreground + (1 − mask) · background.
 
-    `out_bias=True` gives the output layer a bias (DCGAN's has none).
+    `out_bias=True` gives the output layer a bias (DCGAN's has none). `time_padding="replicate"` extends
+    the input of every transposed conv that spans time by repeating its first and last step, so that
+    the clip's edge frames are drawn like the rest instead of fading (`ReplicateTimeConvTranspose3d`).
 
     `forward(z)` returns the clip; `forward(z, return_mask=True)` returns `(clip, mask)` with the mask
     `[N, 1, T, H, W]` for the loss's L1 term (None for one stream, so a training loop can treat both
@@ -83,6 +107,7 @@ class VideoGenerator(ConfigModule):
         *,
         out_channels: int = 3,
         out_bias: bool = False,
+        time_padding: str = "zeros",
     ):
         super().__init__()
         owner = type(self).__name__
@@ -91,9 +116,10 @@ class VideoGenerator(ConfigModule):
         check_choice(owner, "size", size, SIZES)
         check_choice(owner, "frames", frames, FRAMES)
         check_positive_int(owner, "out_channels", out_channels)
+        check_choice(owner, "time_padding", time_padding, TIME_PADDINGS)
         self.config = dict(
             z_dim=z_dim, channels=channels, size=size, frames=frames, two_stream=two_stream, out_channels=out_channels,
-            out_bias=out_bias,
+            out_bias=out_bias, time_padding=time_padding,
         )
         self.z_dim = z_dim  # latent length
         self.size = size  # output side in pixels
@@ -102,6 +128,7 @@ class VideoGenerator(ConfigModule):
         self.two_stream = two_stream  # foreground + mask + static background
 
         t_small, keep = _time_plan(size, frames)
+        upsample = ReplicateTimeConvTranspose3d if time_padding == "replicate" else nn.ConvTranspose3d
         width = channels * size // 8  # feature maps at 4×4: 8·ch at 64²
         layers: list[nn.Module] = [
             # input is z as [N, z_dim, 1, 1, 1]
@@ -113,7 +140,7 @@ class VideoGenerator(ConfigModule):
         for i in range(num_doublings(size) - 1):
             block = _KEEP_TIME if i < keep else _BLOCK
             layers += [
-                nn.ConvTranspose3d(width, width // 2, bias=False, **block),
+                upsample(width, width // 2, bias=False, **block),
                 nn.BatchNorm3d(width // 2),
                 nn.ReLU(True),
             ]
@@ -124,7 +151,7 @@ class VideoGenerator(ConfigModule):
         head_out = out_channels + 1 if two_stream else out_channels
         # DCGAN's output layer has no bias; with `out_bias` it learns one, a per-channel offset that
         # lets a dark or bright background be one number instead of a pattern of weights
-        self.head = nn.ConvTranspose3d(width, head_out, bias=out_bias, **_BLOCK)
+        self.head = upsample(width, head_out, bias=out_bias, **_BLOCK)
         # state size. [N, head_out, frames, size, size]
         self.background = DCGANGenerator(z_dim, channels, size, out_channels) if two_stream else None
         self.apply(dcgan_init_)
