@@ -398,6 +398,20 @@ def test_replicate_time_padding_draws_edge_frames_like_the_rest(block):
     assert torch.equal(per_frame(faded)[1:-1], per_frame(even)[1:-1])  # interior frames unchanged
 
 
+def test_replicate_time_padding_weight_gradient_is_exact():
+    # the shape of the first block of a 32² × 16-frame G, where a time padding of 3 instead of a crop
+    # meets a wrong oneDNN weight gradient on the CPU (torch 2.14)
+    from vidgan.models.video import ReplicateTimeConvTranspose3d
+
+    layer = ReplicateTimeConvTranspose3d(32, 16, 4, 2, 1, bias=False)
+    x, upstream = torch.randn(4, 32, 2, 4, 4), torch.randn(4, 16, 4, 8, 8)
+    layer(x).backward(upstream)
+    single = layer.weight.grad.clone()
+    layer.double().weight.grad = None
+    layer(x.double()).backward(upstream.double())
+    assert torch.allclose(single.double(), layer.weight.grad, atol=1e-5)
+
+
 def test_generator_time_padding_switch_keeps_shapes_and_parameters():
     torch.manual_seed(1)
     zeros = VideoGenerator(Z, CH, 32, 16)

@@ -61,11 +61,12 @@ class ReplicateTimeConvTranspose3d(nn.ConvTranspose3d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x [N, C, T, H, W] → [N, C, T + 2, H, W]; the extra steps are cropped by a larger time padding
-        x = F.pad(x, (0, 0, 0, 0, 1, 1), mode="replicate")
-        stride_t, (pad_t, pad_h, pad_w) = self.stride[0], self.padding
-        return F.conv_transpose3d(x, self.weight, self.bias, self.stride, (pad_t + stride_t, pad_h, pad_w),
-                                  self.output_padding, self.groups, self.dilation)
+        x = F.pad(x, (0, 0, 0, 0, 1, 1), mode="replicate")  # [N, C, T, H, W] → [N, C, T + 2, H, W]
+        # the two extra steps add `stride` output frames at each end; crop them. (Cropping rather than
+        # a time padding of padding + stride: oneDNN's weight gradient of ConvTranspose3d is wrong on
+        # the CPU for a padding that large, torch 2.14, and training then stops on a non-finite loss.)
+        crop = self.stride[0]
+        return super().forward(x)[:, :, crop:-crop]
 
 
 class VideoLayers(NamedTuple):
