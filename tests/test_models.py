@@ -139,6 +139,8 @@ def test_no_bias_in_convs_by_default_and_bias_without_batchnorm():
         (lambda: VideoDiscriminator(frames=128), "VideoDiscriminator: frames must be one of 8, 16, 32, 64; got 128"),
         (lambda: VideoDiscriminator(size=16), "VideoDiscriminator: size must be one of 32, 64, 128; got 16"),
         (lambda: VideoGenerator(channels=0), "VideoGenerator: channels must be a positive integer; got 0"),
+        (lambda: VideoGenerator(head="pixelshuffle"),
+         "VideoGenerator: head must be one of transposed, resize; got 'pixelshuffle'"),
         (lambda: VideoGenerator(time_padding="reflect"),
          "VideoGenerator: time_padding must be one of zeros, replicate; got 'reflect'"),
     ],
@@ -304,6 +306,7 @@ def test_channels_last_keeps_outputs(two_stream):
         (lambda: DCGANDiscriminator(channels=CH, size=64, batchnorm=False), (N, 3, 64, 64)),
         (lambda: VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8, two_stream=True), (N, Z)),
         (lambda: VideoGenerator(z_dim=Z, channels=CH, size=64, frames=8, time_padding="replicate"), (N, Z)),
+        (lambda: VideoGenerator(z_dim=Z, channels=CH, size=32, frames=16, head="resize", out_bias=True), (N, Z)),
         (lambda: FrameGenerator(z_dim=Z, channels=CH, size=32, frames=8, motion_dim=3, out_bias=True), (N, Z)),
         (lambda: VideoDiscriminator(channels=CH, size=32, frames=16, spectral_norm=True), (N, 3, 16, 32, 32)),
         (lambda: VideoDiscriminator(channels=CH, size=32, frames=8, batchnorm=False, minibatch_std=2), (N, 3, 8, 32, 32)),
@@ -396,6 +399,22 @@ def test_replicate_time_padding_draws_edge_frames_like_the_rest(block):
     assert torch.allclose(per_frame(even), per_frame(even)[1:-1].mean())  # every frame alike
     assert per_frame(faded)[0] < per_frame(faded)[1:-1].mean()  # zero padding: the edge frame is fainter
     assert torch.equal(per_frame(faded)[1:-1], per_frame(even)[1:-1])  # interior frames unchanged
+
+
+def test_resize_head_has_no_checkerboard():
+    from vidgan.models.video import ResizeConv3d
+
+    x = torch.ones(1, 4, 4, 4, 4)  # [N, C, T, H, W]: a flat feature map
+    resize, transposed = ResizeConv3d(4, 3), nn.ConvTranspose3d(4, 3, 4, 2, 1, bias=False)
+    with torch.no_grad():
+        flat, checkered = resize(x), transposed(x)
+    assert flat.shape == checkered.shape == (1, 3, 8, 8, 8)
+    assert torch.allclose(flat, flat[:, :, :1, :1, :1].expand_as(flat), atol=1e-6)  # flat stays flat
+    inner = checkered[0, 0, 2:6, 2:6, 2:6]  # away from the edges: still a period-2 pattern
+    assert not torch.allclose(inner[0::2], inner[1::2])
+    for head in ("resize", "transposed"):
+        g = VideoGenerator(Z, CH, 32, 8, head=head)
+        assert g(torch.randn(N, Z)).shape == (N, 3, 8, 32, 32)
 
 
 def test_replicate_time_padding_weight_gradient_is_exact():

@@ -201,6 +201,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(prepar
     ("train.d_steps=0", "train.d_steps: >= 1, got 0"),
     ("model.g_time_padding=reflect", "model.g_time_padding: 'zeros' or 'replicate'"),
     ("model.generator=frames model.g_time_padding=replicate", "model.g_time_padding: only for model.generator=volume"),
+    ("model.g_head=upsample", "model.g_head: 'transposed' or 'resize'"),
 ])
 def test_a_bad_recipe_key_fails_at_once_naming_it(prepared, tmp_path, override, message):
     result = train_here(tiny(prepared, tmp_path / "r", *override.split()))
@@ -251,13 +252,14 @@ def test_quality_switches_train_and_load(prepared, tmp_path):
     run = tmp_path / "switches"
     result = train_here(tiny(prepared, run, "model.image_d_frames=2", "loss.instance_noise=0.1",
                              "model.g_out_bias=true", "train.ema_batchnorm=recompute", "model.g_time_padding=replicate",
-                             "train.kimg=0.024"))
+                             "model.g_head=resize", "train.kimg=0.024"))
     assert result.returncode == 0, result.stderr
     trained = load_trained(run, which="ema", with_discriminator=True)
     assert isinstance(trained.discriminator, VideoFrameDiscriminator)
     assert trained.discriminator(torch.zeros(3, 3, 8, 32, 32)).shape == (3, 3)
     assert trained.generator.head.bias is not None
     assert trained.generator.config["time_padding"] == "replicate"
+    assert trained.generator.config["head"] == "resize"
     raw = load_trained(run, which="raw").generator
     ema_mean = trained.generator.trunk[1].running_mean
     assert not torch.equal(ema_mean, raw.trunk[1].running_mean)  # recomputed, not copied from G

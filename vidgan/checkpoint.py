@@ -123,7 +123,7 @@ def build_models(recipe: Recipe) -> tuple[ConfigModule, ConfigModule]:
             G = FrameGenerator(m.z_dim, m.g_channels, d.size, d.frames, m.motion_dim, out_bias=m.g_out_bias)
         else:
             G = VideoGenerator(m.z_dim, m.g_channels, d.size, d.frames, m.two_stream, out_bias=m.g_out_bias,
-                               time_padding=m.g_time_padding)
+                               time_padding=m.g_time_padding, head=m.g_head)
         if m.image_d_frames:
             D = VideoFrameDiscriminator(m.d_channels, d.size, d.frames, m.image_d_frames, batchnorm=m.d_batchnorm,
                                         spectral_norm=m.spectral_norm, minibatch_std=m.d_minibatch_std)

@@ -51,6 +51,9 @@ class ModelConfig:
     # "volume" G: "zeros" pads time with zeros in its transposed convs, so the clip's first and last frames
     # fade (VGAN); "replicate" repeats the edge steps so that every frame is drawn alike
     g_time_padding: str = "zeros"
+    # "volume" G's output layer: "transposed", a kernel-4 / stride-2 transposed conv (VGAN); "resize",
+    # nearest ×2 upsampling and a 3×3×3 conv, free of the transposed conv's pixel checkerboard
+    g_head: str = "transposed"
     image_d_frames: int = 0  # video model: K random frames per clip also judged by a 2D DCGAN D; 0: none
 
 
@@ -235,6 +238,10 @@ def check_recipe(r: Recipe) -> None:
          f"'zeros' or 'replicate', got {r.model.g_time_padding!r}")
     need(r.model.g_time_padding == "zeros" or (r.model.kind == "video" and r.model.generator == "volume"),
          "model.g_time_padding", "only for model.generator=volume")
+    need(r.model.g_head in ("transposed", "resize"), "model.g_head",
+         f"'transposed' or 'resize', got {r.model.g_head!r}")
+    need(r.model.g_head == "transposed" or (r.model.kind == "video" and r.model.generator == "volume"),
+         "model.g_head", "only for model.generator=volume")
     need(r.loss.kind in ("nonsaturating", "hinge"), "loss.kind",
          f"'nonsaturating' or 'hinge', got {r.loss.kind!r}")
     need(not (r.model.g_out_bias and r.model.kind == "image"), "model.g_out_bias", "only for model.kind=video")

@@ -69,6 +69,21 @@ class ReplicateTimeConvTranspose3d(nn.ConvTranspose3d):
         return super().forward(x)[:, :, crop:-crop]
 
 
+HEADS = ("transposed", "resize")  # how G's output layer doubles time and space
+
+
+class ResizeConv3d(nn.Conv3d):
+    """Nearest-neighbour ×2 upsampling in time and space, then a 3×3×3 conv (edges replicated): the
+    resize-convolution of Odena et al. 2016, whose every output pixel sees the same kernel taps, where
+    a kernel-4 / stride-2 transposed conv alternates two sets and leaves a pixel-level checkerboard."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = False):
+        super().__init__(in_channels, out_channels, 3, 1, 1, bias=bias, padding_mode="replicate")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.interpolate(x, scale_factor=2, mode="nearest"))  # [N, C, 2T, 2H, 2W]
+
+
 class VideoLayers(NamedTuple):
     """The parts of a two-stream clip: video = mask · foreground + (1 − mask) · background."""
 
@@ -109,6 +124,7 @@ class VideoGenerator(ConfigModule):
         out_channels: int = 3,
         out_bias: bool = False,
         time_padding: str = "zeros",
+        head: str = "transposed",
     ):
         super().__init__()
         owner = type(self).__name__
@@ -118,9 +134,10 @@ class VideoGenerator(ConfigModule):
         check_choice(owner, "frames", frames, FRAMES)
         check_positive_int(owner, "out_channels", out_channels)
         check_choice(owner, "time_padding", time_padding, TIME_PADDINGS)
+        check_choice(owner, "head", head, HEADS)
         self.config = dict(
             z_dim=z_dim, channels=channels, size=size, frames=frames, two_stream=two_stream, out_channels=out_channels,
-            out_bias=out_bias, time_padding=time_padding,
+            out_bias=out_bias, time_padding=time_padding, head=head,
         )
         self.z_dim = z_dim  # latent length
         self.size = size  # output side in pixels
@@ -152,7 +169,10 @@ class VideoGenerator(ConfigModule):
         head_out = out_channels + 1 if two_stream else out_channels
         # DCGAN's output layer has no bias; with `out_bias` it learns one, a per-channel offset that
         # lets a dark or bright background be one number instead of a pattern of weights
-        self.head = upsample(width, head_out, bias=out_bias, **_BLOCK)
+        if head == "resize":
+            self.head = ResizeConv3d(width, head_out, bias=out_bias)
+        else:
+            self.head = upsample(width, head_out, bias=out_bias, **_BLOCK)
         # state size. [N, head_out, frames, size, size]
         self.background = DCGANGenerator(z_dim, channels, size, out_channels) if two_stream else None
         self.apply(dcgan_init_)
