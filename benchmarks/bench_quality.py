@@ -31,7 +31,7 @@ from data_tools import PrepareOptions, prepare
 from data_tools.atomic import atomic_write_text
 from data_tools.synth import write_demo_corpus
 from vidgan.checkpoint import list_checkpoints, load_trained
-from vidgan.metrics.meter import generated_clips, meter_for
+from vidgan.metrics.meter import meter_for, score_generator
 from vidgan.recipe import load_recipe
 from vidgan.train import train
 
@@ -103,11 +103,12 @@ def score_run(run: Path, meter, rows: list[dict], key: dict) -> list[dict]:
         clips = int(checkpoint.name.split("-")[1])
         if clips in done:
             continue
-        generator = load_trained(checkpoint, which="ema").generator
-        scores = meter.score(generated_clips(generator, FAKE_CLIPS, FAKE_SEED))
+        trained = load_trained(checkpoint, which="ema")
+        scores = score_generator(meter, trained.generator, FAKE_CLIPS, FAKE_SEED, trained.classes)
         new.append({**key, "clips": clips, "kimg": clips / 1000,
                     "train_seconds": round(seconds.get(clips, float("nan")), 1),
-                    **{k: round(scores[k], 4) for k in ("confidence", *SCORES)}})
+                    **{k: round(scores[k], 4) for k in ("confidence", *SCORES)},
+                    "class_match": round(scores["class_match"], 4) if "class_match" in scores else ""})
     return new
 
 
@@ -148,9 +149,11 @@ def plot(rows: list[dict], real: dict[str, dict], path: Path) -> None:
 
 
 def table(rows: list[dict], real: dict[str, dict]) -> str:
-    """The last checkpoint's scores: median and range over seeds, and the real clips' figures."""
-    lines = ["| corpus | recipe | seeds | kimg | " + " | ".join(SCORES) + " | train min |",
-             "|---" * (len(SCORES) + 5) + "|"]
+    """The last checkpoint's scores: median and range over seeds, and the real clips' figures; a
+    class-conditional recipe's class match in the last column."""
+    matched = any(r.get("class_match") not in (None, "") for r in rows)
+    lines = ["| corpus | recipe | seeds | kimg | " + " | ".join(SCORES) + " | train min |"
+             + (" class_match |" if matched else ""), "|---" * (len(SCORES) + 5 + matched) + "|"]
     for name in sorted(real):
         lines.append(f"| {name} | real clips | | | " + " | ".join(
             f"{real[name][s]:.2f}" if s in real[name] else ("1.00" if s == "motion_ratio" else "0")
@@ -166,8 +169,11 @@ def table(rows: list[dict], real: dict[str, dict]) -> str:
                 v = sorted(float(r[s]) for r in final)
                 cells.append(f"{statistics.median(v):.2f} ({v[0]:.2f}–{v[-1]:.2f})")
             minutes = statistics.median(float(r["train_seconds"]) for r in final) / 60
+            match = sorted(float(r["class_match"]) for r in final if r.get("class_match") not in (None, ""))
+            match_cell = (f" {statistics.median(match):.2f} ({match[0]:.2f}–{match[-1]:.2f}) |" if match
+                          else " |") if matched else ""
             lines.append(f"| {name} | {variant} | {len(final)} | {last:g} | " + " | ".join(cells)
-                         + f" | {minutes:.1f} |")
+                         + f" | {minutes:.1f} |" + match_cell)
     return "\n".join(lines)
 
 
@@ -202,9 +208,9 @@ def main() -> int:
                 new = score_run(run, meter, rows, key)
                 if new:
                     rows += new
-                    fields = list(rows[0].keys())
+                    fields = list(dict.fromkeys(f for r in rows for f in r))
                     text = ",".join(fields) + "\n" + "".join(
-                        ",".join(str(r[f]) for f in fields) + "\n" for r in rows)
+                        ",".join(str(r.get(f, "")) for f in fields) + "\n" for r in rows)
                     out.mkdir(parents=True, exist_ok=True)
                     atomic_write_text(csv_path, text)
                 print(f"{run.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)

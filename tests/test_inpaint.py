@@ -222,3 +222,24 @@ def test_a_folder_that_is_no_run_and_a_wrong_output_type_are_refused(trained, fi
     assert main([str(trained["image"]), "--input", str(files / "in.png"), "--mask", str(files / "mask.png"),
                  "--out", str(files / "o.mp4")]) == 1
     assert "an image (2D) checkpoint writes .png" in capsys.readouterr().err
+
+
+def test_a_class_conditional_generator_has_its_class_searched_too():
+    from vidgan.models import VideoGenerator
+    from vidgan.models.common import ConditionalBatchNorm
+
+    torch.manual_seed(0)
+    G = VideoGenerator(z_dim=8, channels=4, size=32, frames=8, num_classes=3, out_bias=True).eval()
+    with torch.no_grad():  # classes far apart: each its own strong scale and shift
+        for norm in (m for m in G.modules() if isinstance(m, ConditionalBatchNorm)):
+            norm.scale.weight.normal_(1.0, 1.0)
+            norm.shift.weight.normal_(0.0, 1.0)
+        truth = G(torch.randn(1, 8), torch.tensor([2]))  # [1, 3, T, S, S], class 2
+    seen = []
+    forward = G.forward
+    G.forward = lambda z, y=None, **kw: (seen.append(y), forward(z, y, **kw))[1]
+    mask = torch.ones(1, 1, 1, SIZE, SIZE)
+    mask[..., HOLE[0], HOLE[1]] = 0
+    _, generated, z = inpaint(G, None, truth, mask, steps=30, restarts=2, lam=0, seed=0, blend="paste")
+    assert sorted(seen[1].tolist()) == [0, 0, 1, 1, 2, 2]  # 2 starts in each of the 3 classes
+    torch.testing.assert_close(generated, forward(z, torch.tensor([2])))  # the best start is of class 2

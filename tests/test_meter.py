@@ -55,6 +55,16 @@ def test_real_clips_score_near_the_top(meter, glyph_root):
     _, held = split_by_video(ClipDataset(glyph_root))
     again = meter.score(_clips(glyph_root, held))
     assert again["fd"] < 1e-6 and again["motion_ratio"] == pytest.approx(1.0)
+    assert "class_match" not in again
+
+
+def test_class_match_counts_clips_recognised_as_their_intended_class(meter, glyph_root):
+    dataset = ClipDataset(glyph_root)
+    _, held = split_by_video(dataset)
+    clips, labels = _clips(glyph_root, held), torch.from_numpy(dataset.labels[held])
+    right = meter.score(clips, labels)["class_match"]
+    assert right == pytest.approx(meter.real["recognisable"], abs=0.05)  # the probe finds their own class
+    assert meter.score(clips, (labels + 1) % 3)["class_match"] < 0.1  # every clip asked for another class
 
 
 def test_noise_frozen_and_shuffled_clips_score_low(meter, glyph_root):
@@ -148,3 +158,29 @@ def test_vidgan_eval_without_i3d_scores_with_the_meter(meter, glyph_root, traine
 
     code, stdout, stderr = _eval([str(trained_runs["image"]), "--real", str(glyph_root)])
     assert code == 2 and stdout == "" and "which makes images: the meter scores clips" in stderr
+
+
+def test_a_conditional_generator_is_scored_against_its_own_classes(meter, glyph_root):
+    from vidgan.metrics.meter import score_generator
+
+    dataset = ClipDataset(glyph_root)
+    _, held = split_by_video(dataset)
+    by_class = [_clips(glyph_root, [i for i in held if dataset.labels[i] == k][:1])[0] for k in range(3)]
+
+    class RealClipsByLabel(torch.nn.Module):
+        """A stand-in conditional generator: label k gives the held-out clip of its k-th class name."""
+        z_dim, frames, num_classes = 8, 16, 3
+
+        def __init__(self, order):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+            self.order = order  # the meter's class index of each label
+
+        def forward(self, z, y):
+            return torch.stack([by_class[self.order[k]] for k in y.tolist()]) * self.scale
+
+    G = RealClipsByLabel([2, 0, 1])  # labels 0, 1, 2 draw triangle, disc, square
+    assert score_generator(meter, G, 6, classes=["triangle", "disc", "square"])["class_match"] == 1.0
+    assert score_generator(meter, G, 6, classes=["disc", "square", "triangle"])["class_match"] == 0.0
+    assert "class_match" not in score_generator(meter, G, 6, classes=["a", "b", "c"])  # other classes
+    assert "class_match" not in score_generator(meter, G, 6)  # no names recorded

@@ -9,6 +9,7 @@ from torch import nn
 
 from vidgan.checkpoint import load_model, save_model
 from vidgan.losses import d_loss, g_loss, mask_l1
+from vidgan.models.common import ConditionalBatchNorm
 from vidgan.models import (
     FRAMES,
     SIZES,
@@ -16,6 +17,7 @@ from vidgan.models import (
     DCGANGenerator,
     FrameGenerator,
     VideoDiscriminator,
+    VideoFrameDiscriminator,
     VideoGenerator,
     channels_last,
     convert_sync_batchnorm,
@@ -308,6 +310,7 @@ def test_channels_last_keeps_outputs(two_stream):
         (lambda: VideoGenerator(z_dim=Z, channels=CH, size=64, frames=8, time_padding="replicate"), (N, Z)),
         (lambda: VideoGenerator(z_dim=Z, channels=CH, size=32, frames=16, head="resize", out_bias=True), (N, Z)),
         (lambda: FrameGenerator(z_dim=Z, channels=CH, size=32, frames=8, motion_dim=3, out_bias=True), (N, Z)),
+        (lambda: VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8, num_classes=3), (N, Z)),
         (lambda: VideoDiscriminator(channels=CH, size=32, frames=16, spectral_norm=True), (N, 3, 16, 32, 32)),
         (lambda: VideoDiscriminator(channels=CH, size=32, frames=8, batchnorm=False, minibatch_std=2), (N, 3, 8, 32, 32)),
     ],
@@ -521,3 +524,71 @@ def test_frame_generator_gradients_and_bad_arguments():
         FrameGenerator(z_dim=Z, channels=CH, size=32, frames=8, motion_dim=Z)
     with pytest.raises(ValueError, match="frames must be one of"):
         FrameGenerator(z_dim=Z, channels=CH, size=32, frames=12)
+
+
+# --- class-conditional G and projection D --------------------------------------------------------
+
+def test_conditional_generator_draws_each_class_from_its_own_batchnorm_affine():
+    G = VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8, num_classes=3).eval()
+    with torch.no_grad():  # distinct per-class scales and shifts, as training makes them
+        for norm in (m for m in G.modules() if isinstance(m, ConditionalBatchNorm)):
+            norm.scale.weight.normal_(1.0, 0.5)
+            norm.shift.weight.normal_(0.0, 0.5)
+    z = torch.randn(1, Z).repeat(3, 1)  # one latent, three classes
+    with torch.no_grad():
+        clips = G(z, torch.tensor([0, 1, 2]))
+        assert all((clips[i] - clips[j]).abs().mean() > 1e-3 for i, j in [(0, 1), (0, 2), (1, 2)])
+        torch.testing.assert_close(G(z[:1], torch.tensor([2]))[0], clips[2])  # its own label alone counts
+        torch.testing.assert_close(G(z), clips)  # without labels: clip i of class i mod 3
+    assert G.config["num_classes"] == 3
+    assert "num_classes" not in VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8).config
+    # unconditional models keep their state-dict keys (older checkpoints load), conditional ones have tables
+    plain = VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8).state_dict()
+    assert "trunk.1.weight" in plain and "trunk.1.norm.running_mean" not in plain
+    assert {"trunk.1.scale.weight", "trunk.1.shift.weight", "trunk.1.norm.running_mean"} <= set(G.state_dict())
+    assert G.state_dict()["trunk.1.scale.weight"].shape == (3, CH * 4)
+
+
+def test_projection_discriminator_adds_the_class_embedding_times_the_pooled_features():
+    D = VideoDiscriminator(channels=CH, size=32, frames=8, batchnorm=False, num_classes=4)
+    with torch.no_grad():
+        D.embed.weight.normal_(0.0, 1.0)
+    x = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        features = D.main[:-1](x).sum(dim=(2, 3, 4))  # [2, width]
+        a, b = D(x, torch.tensor([0, 3])), D(x, torch.tensor([1, 2]))
+        expected = ((D.embed.weight[[0, 3]] - D.embed.weight[[1, 2]]) * features).sum(1)
+    torch.testing.assert_close(a - b, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="needs labels y"):
+        D(x)
+    assert "embed.weight" not in VideoDiscriminator(channels=CH, size=32, frames=8).state_dict()
+    # spectral norm reaches the embedding too (Miyato & Koyama 2018)
+    sn = VideoDiscriminator(channels=CH, size=32, frames=8, spectral_norm=True, num_classes=4)
+    assert hasattr(sn.embed, "parametrizations")
+    # the frame D's video part is conditional, its frames are judged without a class
+    both = VideoFrameDiscriminator(channels=CH, size=32, frames=8, frame_count=2, num_classes=4)
+    assert both(x, torch.tensor([0, 1])).shape == (2, 3) and both.image.config.get("num_classes") is None
+
+
+def test_auxiliary_class_head_classifies_from_the_pooled_features():
+    D = VideoDiscriminator(channels=CH, size=32, frames=8, batchnorm=False, num_classes=4, class_head=True)
+    x, y = torch.randn(2, 3, 8, 32, 32), torch.tensor([1, 3])
+    logits, class_logits = D(x, y, classify=True)
+    assert logits.shape == (2,) and class_logits.shape == (2, 4)
+    torch.testing.assert_close(logits, D(x, y))  # the same judgement with or without the head's output
+    pooled = D.main[:-1](x).mean(dim=(2, 3, 4))
+    torch.testing.assert_close(class_logits, D.classifier(pooled))
+    both = VideoFrameDiscriminator(channels=CH, size=32, frames=8, frame_count=2, num_classes=4, class_head=True)
+    frame_logits, class_logits = both(x, y, classify=True)
+    assert frame_logits.shape == (2, 3) and class_logits.shape == (2, 4)
+    with pytest.raises(ValueError, match="class_head needs num_classes"):
+        VideoDiscriminator(channels=CH, size=32, frames=8, class_head=True)
+    with pytest.raises(ValueError, match="classify=True needs class_head=True"):
+        VideoDiscriminator(channels=CH, size=32, frames=8, num_classes=4)(x, y, classify=True)
+
+
+def test_conditional_batchnorm_survives_sync_batchnorm_conversion():
+    G = VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8, num_classes=3)
+    converted = convert_sync_batchnorm(G)
+    norms = [m for m in converted.modules() if isinstance(m, ConditionalBatchNorm)]
+    assert norms and all(isinstance(m.norm, nn.SyncBatchNorm) for m in norms)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 
@@ -202,6 +203,8 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(prepar
     ("model.g_time_padding=reflect", "model.g_time_padding: 'zeros' or 'replicate'"),
     ("model.generator=frames model.g_time_padding=replicate", "model.g_time_padding: only for model.generator=volume"),
     ("model.g_head=upsample", "model.g_head: 'transposed' or 'resize'"),
+    ("model.generator=frames model.conditional=true", "model.conditional: only for model.generator=volume"),
+    ("loss.class_weight=1", "loss.class_weight: needs model.conditional: true"),
 ])
 def test_a_bad_recipe_key_fails_at_once_naming_it(prepared, tmp_path, override, message):
     result = train_here(tiny(prepared, tmp_path / "r", *override.split()))
@@ -321,3 +324,65 @@ def test_more_d_and_more_g_steps_at_once_is_refused(prepared, tmp_path):
     result = train_here(tiny(prepared, tmp_path / "r", "train.d_steps=2", "train.g_steps=2"))
     assert result.returncode == 2 and "train.g_steps: more G steps need train.d_steps 1" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_conditional_run_records_its_classes_and_samples_each_one(prepared, tmp_path):
+    # G with conditional BatchNorm, D with a projection head, on the prepared folder's two classes
+    from PIL import Image
+
+    from vidgan.checkpoint import load_trained
+    from vidgan.models.common import ConditionalBatchNorm
+    from vidgan.sample import main_sample, sample_clips
+
+    run = tmp_path / "cond"
+    result = train_here(tiny(prepared, run, "model.conditional=true", "model.spectral_norm=true",
+                             "loss.class_weight=1", "train.kimg=0.024"))
+    assert result.returncode == 0, result.stderr
+    trained = load_trained(run, with_discriminator=True)
+    G, D = trained.generator, trained.discriminator
+    assert G.num_classes == D.num_classes == 2 and trained.classes == ["class00", "class01"]
+    assert D.classifier is not None  # loss.class_weight: the auxiliary class head, trained and saved
+    assert any(isinstance(m, ConditionalBatchNorm) for m in G.modules())
+    assert (run / "samples" / "clips-000000000024.mp4").is_file()
+
+    # --class by name or index: every clip of that class, the same clips as the API's
+    out = tmp_path / "one"
+    assert main_sample([str(run), "--num", "3", "--class", "class01", "--quiet", "--out", str(out)]) == 0
+    expected = sample_clips(G, 3, label=1)
+    assert torch.allclose(expected, sample_clips(G, 3, label=1, batch=1), atol=1e-5)
+    assert not torch.allclose(expected, sample_clips(G, 3, label=0), atol=1e-3)
+    assert main_sample([str(run), "--num", "3", "--class", "1", "--quiet", "--out", str(tmp_path / "i")]) == 0
+    assert (tmp_path / "i" / "sample-00002.mp4").read_bytes() == (out / "sample-00002.mp4").read_bytes()
+    assert main_sample([str(run), "--num", "3", "--class", "0", "--quiet", "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "sample-00002.mp4").read_bytes() != (out / "sample-00002.mp4").read_bytes()
+
+    # without --class: clip i of class i mod 2, and the grid shows one row per class
+    grid = tmp_path / "grid"
+    assert main_sample([str(run), "--num", "4", "--grid", "--quiet", "--out", str(grid)]) == 0
+    with Image.open(grid / "grid.png") as image:
+        assert image.size == (2 * 34 + 2, 2 * 34 + 2)  # 2 classes × 2 clips
+        sheet = np.asarray(image.convert("RGB")).astype(int)
+    clips = sample_clips(G, 4)
+    assert abs(sheet[2:34, 36:68] - to_frame(clips[2])).max() <= 1  # row 0 (class 0), column 1: clip 2
+    assert abs(sheet[36:68, 2:34] - to_frame(clips[1])).max() <= 1  # row 1 (class 1), column 0: clip 1
+
+
+def to_frame(clip: torch.Tensor) -> "np.ndarray":
+    """The first frame of a float clip [3, T, H, W] in [-1, 1] as uint8-valued ints [H, W, 3]."""
+    return ((clip[:, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).numpy().astype(int)
+
+
+def test_class_errors_name_the_classes(prepared, tmp_path, trained_runs, capsys):
+    from vidgan.sample import main_sample
+
+    run = tmp_path / "cond"
+    assert train_here(tiny(prepared, run, "model.conditional=true", "train.kimg=0.004",
+                           "train.checkpoint_kimg=0.004")).returncode == 0
+    capsys.readouterr()
+    assert main_sample([str(run), "--class", "class07", "--out", str(tmp_path / "a")]) == 2
+    assert "--class class07: not a class of this generator; give a name (class00, class01)" in capsys.readouterr().err
+    assert main_sample([str(run), "--class", "2", "--out", str(tmp_path / "b")]) == 2
+    assert "--class 2: the generator has classes 0 to 1" in capsys.readouterr().err
+    assert main_sample([str(trained_runs["video"]), "--class", "0", "--out", str(tmp_path / "c")]) == 2
+    assert "--class needs a class-conditional generator" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abc")

@@ -41,6 +41,7 @@ _NAME = re.compile(rf"^{PREFIX}(\d+)$")
 EMA_FOLDER = "generator_ema"  # the EMA generator inside a checkpoint (what samples are made from)
 RAW_FOLDER = "generator"  # the raw (last-step) generator inside a checkpoint
 RECIPE_NAME = "recipe.yaml"  # the recipe beside the generators in a checkpoint, and in a run folder
+CLASSES_NAME = "classes.json"  # a checkpoint's class names, label order (the training data's subfolders)
 CONFIG_NAME = "config.json"  # a model folder's class name and constructor arguments
 WEIGHTS_NAME = "model.safetensors"  # a model folder's parameters and buffers
 FORMAT_VERSION = 1  # of a model folder; bumped when its layout changes
@@ -114,22 +115,27 @@ def is_model_folder(path: Path) -> bool:
 
 # --- building -------------------------------------------------------------------------------------
 
-def build_models(recipe: Recipe) -> tuple[ConfigModule, ConfigModule]:
+def build_models(recipe: Recipe, num_classes: int = 1) -> tuple[ConfigModule, ConfigModule]:
     """G and D as the recipe describes them, newly initialised from the global RNG (plain modules,
-    not yet prepared by Accelerate)."""
+    not yet prepared by Accelerate). `num_classes`: the classes of the training data, for a
+    class-conditional recipe (`model.conditional`)."""
     m, d = recipe.model, recipe.data
+    classes = num_classes if m.conditional else 0
+    class_head = recipe.loss.class_weight > 0
     if m.kind == "video":
         if m.generator == "frames":
             G = FrameGenerator(m.z_dim, m.g_channels, d.size, d.frames, m.motion_dim, out_bias=m.g_out_bias)
         else:
             G = VideoGenerator(m.z_dim, m.g_channels, d.size, d.frames, m.two_stream, out_bias=m.g_out_bias,
-                               time_padding=m.g_time_padding, head=m.g_head)
+                               time_padding=m.g_time_padding, head=m.g_head, num_classes=classes)
         if m.image_d_frames:
             D = VideoFrameDiscriminator(m.d_channels, d.size, d.frames, m.image_d_frames, batchnorm=m.d_batchnorm,
-                                        spectral_norm=m.spectral_norm, minibatch_std=m.d_minibatch_std)
+                                        spectral_norm=m.spectral_norm, minibatch_std=m.d_minibatch_std,
+                                        num_classes=classes, class_head=class_head)
         else:
             D = VideoDiscriminator(m.d_channels, d.size, d.frames, batchnorm=m.d_batchnorm,
-                                   spectral_norm=m.spectral_norm, minibatch_std=m.d_minibatch_std)
+                                   spectral_norm=m.spectral_norm, minibatch_std=m.d_minibatch_std,
+                                   num_classes=classes, class_head=class_head)
     else:
         G = DCGANGenerator(m.z_dim, m.g_channels, d.size)
         D = DCGANDiscriminator(m.d_channels, d.size, batchnorm=m.d_batchnorm, spectral_norm=m.spectral_norm)
@@ -200,9 +206,10 @@ def resolve_checkpoint(path: str | Path, also: str | None = None) -> Path:
 
 
 def save_checkpoint(accelerator, run_dir: Path, clips: int, keep: int, recipe: Recipe,
-                    ema: torch.nn.Module, generator: torch.nn.Module) -> Path:
-    """`save_state` of every rank into `checkpoint-<clips>`, the generators and the recipe beside it,
-    made visible by one rename; keeps the newest `keep` checkpoints. Call on every rank."""
+                    ema: torch.nn.Module, generator: torch.nn.Module, classes: list[str]) -> Path:
+    """`save_state` of every rank into `checkpoint-<clips>`, the generators, the recipe and the data's
+    class names beside it, made visible by one rename; keeps the newest `keep` checkpoints. Call on
+    every rank."""
     folder = checkpoints_dir(run_dir)
     final = folder / f"{PREFIX}{clips:012d}"
     tmp = folder / f".tmp-{PREFIX}{clips:012d}"
@@ -217,6 +224,7 @@ def save_checkpoint(accelerator, run_dir: Path, clips: int, keep: int, recipe: R
         save_model(ema, tmp / EMA_FOLDER)
         save_model(generator, tmp / RAW_FOLDER)
         atomic_write_text(tmp / RECIPE_NAME, dump_recipe(recipe))
+        atomic_write_json(tmp / CLASSES_NAME, list(classes), durable=False)
         if final.exists():  # the same point saved again (a resumed run that ends where it began)
             shutil.rmtree(final)
         replace(tmp, final)
@@ -239,6 +247,7 @@ class Trained:
     folder: Path  # the checkpoint folder, or the generator folder when no checkpoint holds it
     generator_folder: Path  # where the generator's config.json + model.safetensors are
     checkpoint: Path | None  # the checkpoint folder, None for a generator folder on its own
+    classes: list[str] | None = None  # class names by label, when the checkpoint records them
 
     @property
     def is_video(self) -> bool:
@@ -268,8 +277,10 @@ def load_trained(path: str | Path, which: str = "ema", with_discriminator: bool 
     G = load_model(generator_folder, device).eval().requires_grad_(False)
     recipe = _recipe_in(checkpoint, required=with_discriminator)
     _check_generator(G, generator_folder, recipe, kind)
-    D = _load_discriminator(checkpoint, recipe, device) if with_discriminator else None
-    return Trained(G, D, recipe, checkpoint or generator_folder, generator_folder, checkpoint)
+    num_classes = getattr(G, "num_classes", 0) or 1
+    D = _load_discriminator(checkpoint, recipe, num_classes, device) if with_discriminator else None
+    return Trained(G, D, recipe, checkpoint or generator_folder, generator_folder, checkpoint,
+                   _classes_in(checkpoint))
 
 
 def _recipe_in(checkpoint: Path | None, required: bool) -> Recipe | None:
@@ -282,6 +293,19 @@ def _recipe_in(checkpoint: Path | None, required: bool) -> Recipe | None:
         return load_recipe(path)
     except (ValueError, yaml.YAMLError, UnicodeDecodeError) as e:  # RecipeError is a ValueError
         raise CheckpointError(f"{path}: unreadable recipe ({e})") from None
+
+
+def _classes_in(checkpoint: Path | None) -> list[str] | None:
+    """The class names a checkpoint records (None: none recorded, or unreadable: labels are then
+    given as numbers)."""
+    path = None if checkpoint is None else checkpoint / CLASSES_NAME
+    if path is None or not path.is_file():
+        return None
+    try:
+        names = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None
+    return [str(name) for name in names] if isinstance(names, list) else None
 
 
 def _check_generator(G: ConfigModule, folder: Path, recipe: Recipe | None, kind: str | None) -> None:
@@ -303,15 +327,17 @@ def _check_generator(G: ConfigModule, folder: Path, recipe: Recipe | None, kind:
                                   f"data.frames={d.frames})")
 
 
-def _load_discriminator(checkpoint: Path, recipe: Recipe, device: str | torch.device) -> ConfigModule:
-    """D as the recipe builds it, with the weights of Accelerate's saved state."""
+def _load_discriminator(checkpoint: Path, recipe: Recipe, num_classes: int,
+                        device: str | torch.device) -> ConfigModule:
+    """D as the recipe builds it (for `num_classes` classes when conditional), with the weights of
+    Accelerate's saved state."""
     weights = checkpoint / ACCELERATE_D_WEIGHTS
     if not weights.is_file():
         raise CheckpointNotFoundError(f"{checkpoint}: no {weights.name}: not a complete checkpoint")
     plain = copy.deepcopy(recipe)  # the same state-dict keys without the multi-GPU / memory switches
     plain.model.sync_batchnorm = plain.model.channels_last = False
     with torch.random.fork_rng(devices=[]):  # building D draws its init from the global RNG: leave it be
-        D = build_models(plain)[1]
+        D = build_models(plain, num_classes)[1]
     try:
         state = {WRAPPER_PREFIX.sub("", k): v for k, v in load_file(str(weights), device="cpu").items()}
         D.load_state_dict(state, strict=True)

@@ -38,7 +38,7 @@ from data_tools.atomic import atomic_write_json
 from vidgan.checkpoint import CheckpointError, load_trained
 from vidgan.metrics import get_metric
 from vidgan.metrics.fvd import FVDError, result_line
-from vidgan.metrics.meter import MeterError, generated_clips, meter_for
+from vidgan.metrics.meter import MeterError, meter_for, score_generator
 from vidgan.provenance import versions
 
 NUM_REAL = 2048  # real clips (StyleGAN-V's fvd2048_16f); equals vidgan.metrics.fvd.NUM_REAL
@@ -91,7 +91,7 @@ def evaluate(args: argparse.Namespace) -> dict | None:
     except CheckpointError as e:
         raise EvalError(f"cannot load the generator: {e}") from None
     if args.i3d is None:
-        return {**meter_result(trained.generator, args.real, args.num_fake or NUM_METER, args.seed),
+        return {**meter_result(trained, args.real, args.num_fake or NUM_METER, args.seed),
                 **_provenance(trained)}
     accelerator = Accelerator()
     result = get_metric("fvd")(
@@ -109,11 +109,13 @@ def _provenance(trained) -> dict:
     return {"checkpoint": checkpoint, "generator": str(trained.generator_folder.resolve()), "versions": versions()}
 
 
-def meter_result(generator, real: Path, count: int, seed: int) -> dict:
-    """The meter's scores of `count` clips of `generator` and its figures for the real clips (one process)."""
+def meter_result(trained, real: Path, count: int, seed: int) -> dict:
+    """The meter's scores of `count` clips of the trained generator and its figures for the real clips
+    (one process)."""
     meter = meter_for(real)
-    generator = generator.to("cpu")
-    return {"metric": "meter", **meter.summary(), "fake": meter.score(generated_clips(generator, count, seed))}
+    generator = trained.generator.to("cpu")
+    return {"metric": "meter", **meter.summary(),
+            "fake": score_generator(meter, generator, count, seed, trained.classes)}
 
 
 def meter_line(result: dict) -> str:
@@ -122,7 +124,8 @@ def meter_line(result: dict) -> str:
         line = (f"recognisable {s['recognisable']:.2f}  confidence {s['confidence']:.2f}  "
                 f"is {s['inception_score']:.2f}/{len(result['classes'])}  consistency {s['consistency']:.2f}  "
                 f"motion {s['motion']:.2f} px/frame")
-        return line + (f" (×{s['motion_ratio']:.2f} real)  fd {s['fd']:.1f}" if "fd" in s else "")
+        line += f" (×{s['motion_ratio']:.2f} real)  fd {s['fd']:.1f}" if "fd" in s else ""
+        return line + (f"  class match {s['class_match']:.2f}" if "class_match" in s else "")
     return (f"meter: {figures(result['fake'])}  ({result['fake']['clips']} clips)\n"
             f"real:  {figures(result['real'])}  ({result['held_out_clips']} held-out clips, probe accuracy "
             f"{result['probe_accuracy']:.3f})")

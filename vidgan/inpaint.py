@@ -101,7 +101,8 @@ def inpaint(G, D, known: torch.Tensor, mask: torch.Tensor, steps: int = STEPS, r
     None when `lam` is 0. Returns `(filled, generated, z)`: `filled` like `known`, equal to it on known
     pixels and blended from G(z) in the holes (`blend`: "poisson" or "paste"); `generated` = G(z)
     `[N, C, (T,) H, W]`; z `[N, z_dim]`; all on `known`'s device. G and D are used in eval mode and
-    left as they were.
+    left as they were. A class-conditional G gets `restarts` starts in each class: the class is searched
+    too.
     """
     if blend not in BLENDS:
         raise ValueError(f"blend must be one of {', '.join(BLENDS)}; got {blend!r}")
@@ -130,20 +131,25 @@ def inpaint(G, D, known: torch.Tensor, mask: torch.Tensor, steps: int = STEPS, r
         if tuple(made) != tuple(y.shape[1:]):
             raise ValueError(f"known is {list(y.shape)}, but G makes [N, {', '.join(map(str, made))}]")
 
-        weights = importance_weights(m).repeat(restarts, *[1] * (y.ndim - 1))  # [R·N, C, (T,) H, W]
-        target = y.repeat(restarts, *[1] * (y.ndim - 1))  # start r of sample i at row r·N + i
+        classes = getattr(G, "num_classes", 0)
+        starts = restarts * (classes or 1)  # R below: every class gets `restarts` starts
+        weights = importance_weights(m).repeat(starts, *[1] * (y.ndim - 1))  # [R·N, C, (T,) H, W]
+        target = y.repeat(starts, *[1] * (y.ndim - 1))  # start r of sample i at row r·N + i
+        # the class of start r (conditional G): r mod classes
+        labels = (torch.arange(starts * n, device=device) // n) % classes if classes else None  # [R·N]
+        given = (labels,) if classes else ()
         noise = torch.Generator().manual_seed(seed)
-        z = torch.randn(restarts * n, z_dim, generator=noise).clamp_(-Z_MAX, Z_MAX).to(device)  # [R·N, z]
+        z = torch.randn(starts * n, z_dim, generator=noise).clamp_(-Z_MAX, Z_MAX).to(device)  # [R·N, z]
         z.requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=lr, betas=BETAS)
-        best_loss = torch.full((restarts * n,), float("inf"), device=device)
+        best_loss = torch.full((starts * n,), float("inf"), device=device)
         best_z = z.detach().clone()
 
         def loss_of(z: torch.Tensor) -> torch.Tensor:
-            x = G(z)  # [R·N, C, (T,) H, W]
+            x = G(z, *given)  # [R·N, C, (T,) H, W]
             loss = (weights * (x - target).abs()).flatten(1).sum(1)  # contextual loss, [R·N]
             if lam > 0:
-                loss = loss - lam * F.softplus(D(x).float())  # + λ·log(1 − σ(logit))
+                loss = loss - lam * F.softplus(D(x, *given).float())  # + λ·log(1 − σ(logit))
             return loss
 
         bar = tqdm(total=steps, unit="step", desc="inpaint", dynamic_ncols=True, disable=not progress)
@@ -163,10 +169,12 @@ def inpaint(G, D, known: torch.Tensor, mask: torch.Tensor, steps: int = STEPS, r
             bar.update(1)
         bar.close()
 
-        pick = best_loss.view(restarts, n).argmin(0)  # [N]: the best start of each sample
-        z_best = best_z.view(restarts, n, z_dim)[pick, torch.arange(n, device=device)]  # [N, z]
+        pick = best_loss.view(starts, n).argmin(0)  # [N]: the best start of each sample
+        samples = torch.arange(n, device=device)
+        z_best = best_z.view(starts, n, z_dim)[pick, samples]  # [N, z]
+        given = (labels.view(starts, n)[pick, samples],) if classes else ()  # [N]: its class
         with torch.no_grad():
-            generated = G(z_best).float()  # [N, C, (T,) H, W]
+            generated = G(z_best, *given).float()  # [N, C, (T,) H, W]
         filled = poisson_blend(y, generated, m) if blend == "poisson" else m * y + (1 - m) * generated
     filled = filled.clamp(-1, 1)
     filled = torch.where(m.bool(), y, filled)  # known pixels exactly as given

@@ -81,3 +81,10 @@ def mask_l1(mask: torch.Tensor) -> torch.Tensor:
     """The two-stream mask's L1 term, mean |m| over every element (VGAN's sparsity prior: prefer the
     static background unless motion needs the foreground). Weight it (VGAN: 0.1) in the loop."""
     return mask.abs().mean()
+
+
+def class_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The auxiliary classifier's cross-entropy (AC-GAN, Odena et al. 2017): D's class head learns the
+    labels of real clips with it, and G minimises it on its own clips for the classes it asked for.
+    Weight it (`loss.class_weight`) in the loop."""
+    return F.cross_entropy(class_logits.float(), labels)

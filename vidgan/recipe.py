@@ -55,6 +55,9 @@ class ModelConfig:
     # nearest ×2 upsampling and a 3×3×3 conv, free of the transposed conv's pixel checkerboard
     g_head: str = "transposed"
     image_d_frames: int = 0  # video model: K random frames per clip also judged by a 2D DCGAN D; 0: none
+    # "volume" G and its D conditioned on the class labels of the prepared folder (its subfolder names):
+    # conditional BatchNorm in G, a projection head in D; samples cover the classes evenly
+    conditional: bool = False
 
 
 @dataclass
@@ -66,6 +69,9 @@ class LossConfig:
     augment_p: float = 0.0  # probability of each DiffAugment operation per clip; 0 switches it off
     augment_policy: str = "color,translation,cutout"  # DiffAugment operations
     instance_noise: float = 0.0  # σ of Gaussian noise added to every clip D sees (MoCoGAN: 0.1); 0: none
+    # weight of an auxiliary class loss (AC-GAN, Odena et al. 2017; needs model.conditional): a class head on
+    # D learns the classes of real clips, and G is rewarded when it finds G(z, y) of class y
+    class_weight: float = 0.0
 
 
 @dataclass
@@ -242,6 +248,8 @@ def check_recipe(r: Recipe) -> None:
          f"'transposed' or 'resize', got {r.model.g_head!r}")
     need(r.model.g_head == "transposed" or (r.model.kind == "video" and r.model.generator == "volume"),
          "model.g_head", "only for model.generator=volume")
+    need(not r.model.conditional or (r.model.kind == "video" and r.model.generator == "volume"),
+         "model.conditional", "only for model.generator=volume")
     need(r.loss.kind in ("nonsaturating", "hinge"), "loss.kind",
          f"'nonsaturating' or 'hinge', got {r.loss.kind!r}")
     need(not (r.model.g_out_bias and r.model.kind == "image"), "model.g_out_bias", "only for model.kind=video")
@@ -253,6 +261,8 @@ def check_recipe(r: Recipe) -> None:
     need(r.model.d_minibatch_std == 0 or r.model.kind == "video", "model.d_minibatch_std",
          "only for model.kind=video")
     need(r.loss.instance_noise >= 0, "loss.instance_noise", f">= 0, got {r.loss.instance_noise}")
+    need(r.loss.class_weight >= 0, "loss.class_weight", f">= 0, got {r.loss.class_weight}")
+    need(r.loss.class_weight == 0 or r.model.conditional, "loss.class_weight", "needs model.conditional: true")
     need(r.train.ema_batchnorm in ("copy", "recompute"), "train.ema_batchnorm",
          f"'copy' or 'recompute', got {r.train.ema_batchnorm!r}")
     need(r.loss.r1_gamma >= 0, "loss.r1_gamma", f">= 0, got {r.loss.r1_gamma}")

@@ -1,8 +1,9 @@
 """Clips from a trained generator: `vidgan sample` (N MP4 files) and `vidgan interpolate` (a latent walk).
 
     vidgan sample RUN_OR_CHECKPOINT --num N --out DIR [--seed S] [--fps F] [--grid] [--upscale K]
-                                    [--batch B] [--no-ema] [--device D]
+                                    [--batch B] [--no-ema] [--device D] [--class NAME|INDEX]
     vidgan interpolate RUN_OR_CHECKPOINT --steps K --out FILE.mp4 [--seed S] [--points P] [--fps F]
+                                         [--class NAME|INDEX]
 
 The generator is rebuilt from a checkpoint's `generator_ema/` (or, with `--no-ema`, `generator/`):
 `config.json` + `model.safetensors`, no pickle. The recipe saved beside it gives the frame rate.
@@ -12,6 +13,10 @@ so clip i depends on the seed and i alone — not on `--batch`, and `--num 100` 
 `--num 10`. `interpolate` walks through the first P latents of the same sequence: with the same seed
 its walk starts at `sample-00000` and passes through `sample-00001`, … . The MP4 encoder is
 deterministic, so the same checkpoint, seed and device give byte-identical files.
+
+Classes (a class-conditional generator, `model.conditional`): clip i is of class i mod classes, and
+the grid shows one row per class; `--class` draws every clip from one class, and the walk of
+`interpolate` stays in one class (`--class`, else the first).
 """
 
 from __future__ import annotations
@@ -62,22 +67,48 @@ def latents(num: int, z_dim: int, seed: int) -> torch.Tensor:
     return torch.stack([torch.randn(z_dim, generator=g) for _ in range(num)])  # [num, z_dim]
 
 
-def generate(G, z: torch.Tensor, batch: int = DEFAULT_BATCH) -> Iterator[torch.Tensor]:
+def num_classes(G) -> int:
+    """The classes a class-conditional generator draws from; 0 for an unconditional one."""
+    return getattr(G, "num_classes", 0)
+
+
+def class_labels(G, num: int, label: int | None = None) -> torch.Tensor | None:
+    """The labels `[num]` of num clips of G: all `label`, or clip i of class i mod classes; None for an
+    unconditional G (ValueError when it is asked for a class)."""
+    classes = num_classes(G)
+    if not classes:
+        if label is not None:
+            raise ValueError("--class needs a class-conditional generator (model.conditional: true); "
+                             "this one is unconditional")
+        return None
+    if label is None:
+        return torch.arange(num) % classes
+    if not 0 <= label < classes:
+        raise ValueError(f"--class {label}: the generator has classes 0 to {classes - 1}")
+    return torch.full((num,), label, dtype=torch.long)
+
+
+def generate(G, z: torch.Tensor, batch: int = DEFAULT_BATCH,
+             labels: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Float clips `[b, C, T, H, W]` (images `[b, C, H, W]`) in [-1, 1] on G's device, `batch` latents
-    of `z` `[N, z_dim]` at a time. G must be in eval mode (BatchNorm then uses its running statistics,
-    so a clip does not depend on the others in its batch)."""
+    of `z` `[N, z_dim]` (and of `labels` `[N]`, for a class-conditional G) at a time. G must be in eval
+    mode (BatchNorm then uses its running statistics, so a clip does not depend on the others in its
+    batch)."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1; got {batch}")
     device = next(G.parameters()).device
+    label_chunks = labels.split(batch) if labels is not None else [None] * len(z.split(batch))
     with torch.inference_mode():
-        for chunk in z.split(batch):
-            yield G(chunk.to(device)).float()
+        for chunk, y in zip(z.split(batch), label_chunks):
+            yield (G(chunk.to(device)) if y is None else G(chunk.to(device), y.to(device))).float()
 
 
-def sample_clips(G, num: int, seed: int = 0, batch: int = DEFAULT_BATCH) -> torch.Tensor:
+def sample_clips(G, num: int, seed: int = 0, batch: int = DEFAULT_BATCH, label: int | None = None) -> torch.Tensor:
     """`num` clips `[num, C, T, H, W]` (images `[num, C, H, W]`) float32 in [-1, 1] on the CPU, from
-    latents(num, G.z_dim, seed). The same seed gives the same clips whatever `batch` is."""
-    parts = [x.cpu() for x in generate(G, latents(num, G.z_dim, seed), batch)]
+    latents(num, G.z_dim, seed) and class_labels(G, num, label). The same seed gives the same clips
+    whatever `batch` is."""
+    labels = class_labels(G, num, label)
+    parts = [x.cpu() for x in generate(G, latents(num, G.z_dim, seed), batch, labels)]
     return torch.cat(parts)
 
 
@@ -122,13 +153,14 @@ def sample_name(index: int, num: int, suffix: str) -> str:
 
 def write_samples(G, out_dir: str | Path, num: int, seed: int = 0, fps: int | float | Fraction = DEFAULT_FPS,
                   batch: int = DEFAULT_BATCH, grid: bool = False, upscale: int = 1,
-                  progress: bool | None = None) -> list[Path]:
+                  progress: bool | None = None, label: int | None = None) -> list[Path]:
     """Generate `num` clips and write each to `out_dir/sample-00000.mp4`, … (H.264 yuv420p MP4 at
     `fps`); an image generator writes `sample-00000.png`, … . `grid` adds `grid.mp4` (video models)
     and `grid.png` (first frames) of the first min(num, GRID_MAX) clips, and for a video model
     `strip.png` (film strips of the first STRIP_MAX clips, every other frame). `upscale` enlarges every
-    output by pixel repetition. `progress`: a tqdm bar (None: only on a terminal). Files of the same
-    names are replaced, each atomically. Returns the per-sample paths, in order.
+    output by pixel repetition. `progress`: a tqdm bar (None: only on a terminal). A class-conditional
+    G draws clip i from class i mod classes, its grid one row per class, or all from class `label`.
+    Files of the same names are replaced, each atomically. Returns the per-sample paths, in order.
 
     One background thread encodes while the generator makes the next batch (PyAV releases the GIL
     while x264 works); at most about 2 batches of frames wait for it. Never more than one: with two
@@ -142,6 +174,7 @@ def write_samples(G, out_dir: str | Path, num: int, seed: int = 0, fps: int | fl
     out_dir.mkdir(parents=True, exist_ok=True)
     video = is_video_model(G)
     suffix = ".mp4" if video else ".png"
+    labels = class_labels(G, num, label)
     kept = []  # uint8 [b, T, H, W, 3] of the first GRID_MAX clips, for the grid
     paths: list[Path] = []
     max_pending = 2 * batch  # clips handed to the writer and not yet written
@@ -165,7 +198,7 @@ def write_samples(G, out_dir: str | Path, num: int, seed: int = 0, fps: int | fl
 
     with ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="vidgan-write") as pool:
         try:
-            for clips in generate(G, latents(num, G.z_dim, seed), batch):
+            for clips in generate(G, latents(num, G.z_dim, seed), batch, labels):
                 frames = to_uint8_frames(clips)  # [b, T, H, W, 3], T = 1 for images
                 if grid and len(paths) < GRID_MAX:
                     kept.append(frames[: GRID_MAX - len(paths)])
@@ -183,23 +216,29 @@ def write_samples(G, out_dir: str | Path, num: int, seed: int = 0, fps: int | fl
             bar.close()
     if grid:
         shown = np.concatenate(kept)  # [min(num, GRID_MAX), T, H, W, 3]
-        first_frame_grid_png(out_dir / "grid.png", shown, upscale=upscale)
+        nrow = None  # near-square
+        if labels is not None and label is None:  # one row per class: clip i is of class i mod classes
+            order = torch.argsort(labels[: len(shown)], stable=True).numpy()
+            shown, nrow = shown[order], -(-len(shown) // num_classes(G))
+        first_frame_grid_png(out_dir / "grid.png", shown, nrow=nrow, upscale=upscale)
         if video:
-            write_mp4(out_dir / "grid.mp4", clip_grid(shown, upscale=upscale), fps)
+            write_mp4(out_dir / "grid.mp4", clip_grid(shown, nrow=nrow, upscale=upscale), fps)
             film_strip_png(out_dir / "strip.png", shown[:STRIP_MAX], upscale=upscale)
     return paths
 
 
 def write_interpolation(G, out_path: str | Path, seed: int = 0, points: int = 2, steps: int = 8,
                         fps: int | float | Fraction = DEFAULT_FPS, batch: int = DEFAULT_BATCH,
-                        upscale: int = 1) -> tuple[Path, int]:
+                        upscale: int = 1, label: int | None = None) -> tuple[Path, int]:
     """One MP4 of a latent walk (`interpolation_latents`): for a video model, the clip of every step
     played one after the other ((points − 1)·steps + 1 clips of T frames); for an image model, one
-    frame per step. Returns `(path, frames written)`."""
+    frame per step. A class-conditional G walks within class `label` (None: the first).
+    Returns `(path, frames written)`."""
     if upscale < 1:
         raise ValueError(f"upscale must be >= 1; got {upscale}")
     z = interpolation_latents(G.z_dim, seed, points, steps)  # [S, z_dim]
-    frames = np.concatenate([to_uint8_frames(x) for x in generate(G, z, batch)])  # [S, T, H, W, 3]
+    labels = class_labels(G, len(z), 0 if label is None and num_classes(G) else label)
+    frames = np.concatenate([to_uint8_frames(x) for x in generate(G, z, batch, labels)])  # [S, T, H, W, 3]
     frames = upscale_frames(frames.reshape(-1, *frames.shape[2:]), upscale)  # [S·T, H·k, W·k, 3]
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +269,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help=f"latents per generator pass; does not change the output [{DEFAULT_BATCH}]")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its EMA")
     p.add_argument("--device", default="auto", help="torch device [auto: cuda if available, else cpu]")
+    p.add_argument("--class", dest="label", default=None, metavar="NAME|INDEX",
+                   help="a class-conditional generator: draw from this class (its name, the training "
+                        "data's subfolder, or its index) [sample: every class in turn; interpolate: the first]")
 
 
 def configure_sample(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -269,26 +311,47 @@ def _device(name: str) -> str:
     return name
 
 
-def _open(args, command: str) -> tuple[ConfigModule, Path, Fraction | int] | None:
-    """(G, the folder it came from, fps) for the command, or None after printing the error."""
+def resolve_class(G, label: str | None, classes: list[str] | None) -> int | None:
+    """`--class` as a label: a class name the checkpoint records, or an index; ValueError naming the
+    classes otherwise."""
+    if label is None:
+        return None
+    if not num_classes(G):
+        class_labels(G, 1, 0)  # raises: an unconditional generator
+    if classes and label in classes:
+        return classes.index(label)
+    named = f" ({', '.join(classes)})" if classes else ""
+    if not label.lstrip("-").isdigit():
+        raise ValueError(f"--class {label}: not a class of this generator; give a name{named} or an index "
+                         f"0 to {num_classes(G) - 1}")
+    index = int(label)
+    class_labels(G, 1, index)  # raises for an index out of range
+    return index
+
+
+def _open(args, command: str) -> tuple[ConfigModule, Path, Fraction | int, int | None] | None:
+    """(G, the folder it came from, fps, the --class label) for the command, or None after printing the
+    error."""
     try:
         trained = load_trained(args.checkpoint, which="raw" if args.no_ema else "ema", device=_device(args.device))
+        label = resolve_class(trained.generator, args.label, trained.classes)
     except (CheckpointError, ValueError, RuntimeError) as e:
         print(f"vidgan {command}: error: {e}", file=sys.stderr)
         return None
     fps = args.fps if args.fps is not None else recipe_fps(trained.recipe)
-    return trained.generator, trained.folder, fps
+    return trained.generator, trained.folder, fps, label
 
 
-def _run(args, command: str, write: Callable[[ConfigModule, Fraction | int], str]) -> int:
-    """Load the generator, `write(G, fps)` the output, print what was written and where it came
-    from; the exit status: 2 for a generator that cannot be loaded, 1 for a failed write."""
+def _run(args, command: str, write: Callable[[ConfigModule, Fraction | int, int | None], str]) -> int:
+    """Load the generator, `write(G, fps, label)` the output, print what was written and where it came
+    from; the exit status: 2 for a generator that cannot be loaded (or a --class it lacks), 1 for a
+    failed write."""
     opened = _open(args, command)
     if opened is None:
         return 2
-    G, folder, fps = opened
+    G, folder, fps, label = opened
     try:
-        written = write(G, fps)
+        written = write(G, fps, label)
     except OSError as e:
         print(f"vidgan {command}: error: {e}", file=sys.stderr)
         return 1
@@ -299,9 +362,9 @@ def _run(args, command: str, write: Callable[[ConfigModule, Fraction | int], str
 
 
 def run_sample(args) -> int:
-    def write(G, fps) -> str:
+    def write(G, fps, label) -> str:
         paths = write_samples(G, args.out, args.num, seed=args.seed, fps=fps, batch=args.batch, grid=args.grid,
-                              upscale=args.upscale, progress=False if args.quiet else None)
+                              upscale=args.upscale, progress=False if args.quiet else None, label=label)
         video = is_video_model(G)
         kind = f"MP4 clips at {fps} fps" if video else "PNG images"
         grid = (" and grid.mp4, grid.png, strip.png" if video else " and grid.png") if args.grid else ""
@@ -311,9 +374,9 @@ def run_sample(args) -> int:
 
 
 def run_interpolate(args) -> int:
-    def write(G, fps) -> str:
+    def write(G, fps, label) -> str:
         path, frames = write_interpolation(G, args.out, seed=args.seed, points=args.points, steps=args.steps,
-                                           fps=fps, batch=args.batch, upscale=args.upscale)
+                                           fps=fps, batch=args.batch, upscale=args.upscale, label=label)
         return (f"wrote {path}: {frames} frames at {fps} fps, {(args.points - 1) * args.steps + 1} steps "
                 f"through {args.points} noise vectors,")
 

@@ -106,12 +106,16 @@ def real_clips(batch_video: torch.Tensor, video: bool, memory_format: bool) -> t
 
 def write_training_samples(accelerator: Accelerator, ema: torch.nn.Module, fixed_z: torch.Tensor, recipe: Recipe,
                   clips_seen: int) -> None:
-    """The EMA generator's clips for the fixed noise: an MP4 grid and a PNG of film strips in
-    RUN/samples, and the first 16 as an animated image in TensorBoard. Main process only."""
+    """The EMA generator's clips for the fixed noise (a class-conditional one's clip i of class i mod
+    classes): an MP4 grid and a PNG of film strips in RUN/samples, and the first 16 as an animated image
+    in TensorBoard. Main process only."""
     if not accelerator.is_main_process:
         return
+    device = accelerator.device
+    labels = ema.labels(len(fixed_z), device).split(16) if getattr(ema, "num_classes", 0) else None
     with torch.no_grad():
-        clips = torch.cat([ema(z.to(accelerator.device)) for z in fixed_z.split(16)])  # [N, 3, T, S, S]
+        clips = torch.cat([ema(z.to(device), *([labels[i]] if labels else []))
+                           for i, z in enumerate(fixed_z.split(16))])  # [N, 3, T, S, S]
     write_sample_grid(Path(recipe.run.dir) / "samples", f"clips-{clips_seen:012d}", clips.float(),
                       recipe.sample.fps)
     if recipe.log.tensorboard and recipe.model.kind == "video":
@@ -171,7 +175,7 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
 
     # --- Construct networks, optimizers and the loader; distribute them ------------------------------
     set_seed(recipe.seed)  # the same initial weights on every rank
-    G, D = build_models(recipe)
+    G, D = build_models(recipe, len(dataset.classes))
     if recipe.train.compile:
         G, D = torch.compile(G), torch.compile(D)
     ema = copy.deepcopy(unwrap(G)).eval().requires_grad_(False)  # [N, z] → clips, for samples
@@ -208,6 +212,27 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
                                   init_kwargs={"tensorboard": {"purge_step": progress.clips}})
     video = recipe.model.kind == "video"
     z_dim = recipe.model.z_dim
+    conditional, num_classes = recipe.model.conditional, len(dataset.classes)
+
+    def given(labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The label argument of G and D: the labels for a class-conditional recipe, nothing otherwise."""
+        return (labels,) if conditional else ()
+
+    def random_labels(n: int) -> torch.Tensor:
+        """Classes of n generated clips, uniform (unused unless conditional)."""
+        return torch.randint(num_classes, (n,), device=device)
+
+    class_weight = recipe.loss.class_weight
+
+    def judged(x: torch.Tensor, labels: torch.Tensor, weight: float) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """D's logits of a batch and, with loss.class_weight, its auxiliary class loss against `labels`
+        times `weight` (0 without). A weight of 0 still runs the class head: DDP expects a gradient
+        for every parameter after each synchronised backward."""
+        if class_weight > 0:
+            logits, class_logits = D(x, labels, classify=True)
+            return logits, weight * losses.class_loss(class_logits, labels)
+        return D(x, *given(labels)), 0.0
+
     augment = DiffAugment(recipe.loss.augment_policy, p=recipe.loss.augment_p)
     noise_sigma = recipe.loss.instance_noise
 
@@ -239,19 +264,23 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
             n = reals.shape[0]
 
             # (1) Update D: minimise −[log D(x) + log(1 − D(G(z)))], a backward after each D pass
+            labels_real = batch_data["label"].to(device)  # [B]
+            labels_fake = random_labels(n)  # [B]
             with torch.no_grad():
-                fakes = G(torch.randn(n, z_dim, device=device))
+                fakes = G(torch.randn(n, z_dim, device=device), *given(labels_fake))
             do_r1 = gamma > 0 and progress.step % r1_every == 0
             if do_r1:
                 reals.requires_grad_(True)
             with accelerator.no_sync(D):  # the first backward only accumulates
-                logits_real = D(d_view(reals))
-                loss_real = losses.d_loss_real(logits_real, kind)
+                logits_real, class_term = judged(d_view(reals), labels_real, class_weight)
+                loss_real = losses.d_loss_real(logits_real, kind) + class_term
                 if do_r1:  # lazy R1: every r1_every steps, scaled up by it
                     loss_real = loss_real + losses.r1_penalty(logits_real, reals) * (gamma / 2 * r1_every)
                 accelerator.backward(loss_real)
-            logits_fake = D(d_view(fakes))
-            loss_fake = losses.d_loss_fake(logits_fake, kind)
+            # D's class head learns from real clips alone: taught G's clips too, it would learn to read
+            # whatever G marks its classes with, and G could then draw every class alike
+            logits_fake, class_term = judged(d_view(fakes), labels_fake, 0.0)
+            loss_fake = losses.d_loss_fake(logits_fake, kind) + class_term
             accelerator.backward(loss_fake)  # gradients of both passes all-reduced once
             opt_d.step()
             opt_d.zero_grad(set_to_none=True)
@@ -261,10 +290,11 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
             if (progress.step + 1) % d_steps == 0:
                 D.requires_grad_(False)
                 for _ in range(g_steps):
-                    z = torch.randn(n, z_dim, device=device)
-                    fakes, mask = G(z, return_mask=True) if video else (G(z), None)
+                    z, y = torch.randn(n, z_dim, device=device), random_labels(n)
+                    fakes, mask = G(z, *given(y), return_mask=True) if video else (G(z), None)
                     with accelerator.no_sync(D):
-                        loss_g = losses.g_loss(D(d_view(fakes)), kind)
+                        logits, class_term = judged(d_view(fakes), y, class_weight)
+                        loss_g = losses.g_loss(logits, kind) + class_term
                         if mask is not None:
                             loss_g = loss_g + recipe.loss.mask_l1 * losses.mask_l1(mask)
                         accelerator.backward(loss_g)
@@ -320,7 +350,7 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
             if saving:
                 check_finite(accelerator, sums[4:5], progress.clips)
                 save_checkpoint(accelerator, run_dir, progress.clips, recipe.train.keep_checkpoints, recipe,
-                                ema, unwrap(G))
+                                ema, unwrap(G), dataset.classes)
             if done:
                 break
         else:

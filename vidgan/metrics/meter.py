@@ -19,7 +19,9 @@ the SHA-256 of the folder's meta.json and index.csv and of this protocol, so a s
   turns into another mid-clip fails);
 - `motion`: the mean frame-to-frame displacement of the foreground's centre of mass, in pixels at
   32², and `motion_ratio`, that over the real clips' value;
-- `fd`: the Fréchet distance between the probe's features of the clips and of the held-out real clips.
+- `fd`: the Fréchet distance between the probe's features of the clips and of the held-out real clips;
+- `class_match` (clips of a class-conditional generator, whose labels are known): the fraction of clips
+  recognisable as the class they were drawn from.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from data_tools.dataset import ClipDataset
 from data_tools.layout import Layout
 from vidgan.metrics.frechet import GaussianStats
 from vidgan.metrics.probe import FEATURES, SIDE, WINDOW, Probe, foreground_tracks, probe_view, window_starts
+from vidgan.sample import class_labels, generate
 
 PROTOCOL = "vidgan-meter/2"  # the probe, its training and the scores below; part of every cache key
 RECOGNISED = 0.8  # top class probability from which a clip counts as recognisable
@@ -72,11 +75,13 @@ class Meter:
     centroids: torch.Tensor  # [K, 128] each class's mean feature over training clips
     radii: torch.Tensor  # [K] the radius of each class's typical region around it
 
-    def score(self, clips: torch.Tensor) -> dict:
-        """The scores of the module docstring for clips `[N, 3, T, H, W]` in [-1, 1] (N ≥ 2)."""
+    def score(self, clips: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        """The scores of the module docstring for clips `[N, 3, T, H, W]` in [-1, 1] (N ≥ 2); with the
+        clips' intended classes `labels` `[N]` (indices into `classes`), `class_match` too."""
         if clips.shape[0] < 2:
             raise MeterError("the meter needs at least 2 clips")
-        return scores(read_clips(self.probe, clips), self.centroids, self.radii, self.real_stats, self.real.get("motion"))
+        return scores(read_clips(self.probe, clips), self.centroids, self.radii, self.real_stats,
+                      self.real.get("motion"), labels)
 
     def summary(self) -> dict:
         """The probe's figures: classes, held-out accuracy and clips, the real clips' scores."""
@@ -110,8 +115,10 @@ def read_clips(probe: Probe, clips: torch.Tensor, batch: int = 64) -> dict[str, 
 
 
 def scores(reading: dict[str, torch.Tensor], centroids: torch.Tensor, radii: torch.Tensor,
-           real_stats: GaussianStats | None, real_motion: float | None) -> dict:
-    """Scores from `read_clips`'s readings; `fd` and `motion_ratio` need the real figures."""
+           real_stats: GaussianStats | None, real_motion: float | None,
+           labels: torch.Tensor | None = None) -> dict:
+    """Scores from `read_clips`'s readings; `fd` and `motion_ratio` need the real figures,
+    `class_match` the clips' intended classes `labels` `[N]`."""
     probs = reading["probs"].double()  # [N, W, K]
     clip_probs = probs.mean(dim=1)  # [N, K]
     top, top_class = clip_probs.max(dim=1)
@@ -136,6 +143,9 @@ def scores(reading: dict[str, torch.Tensor], centroids: torch.Tensor, radii: tor
         result["motion_ratio"] = motion / real_motion
     if real_stats is not None:
         result["fd"] = GaussianStats.from_features(reading["features"].double()).frechet_distance(real_stats)
+    if labels is not None:
+        recognised = (top >= RECOGNISED) & typical
+        result["class_match"] = (recognised & (top_class == labels.cpu())).double().mean().item()
     return result
 
 
@@ -307,9 +317,22 @@ def meter_for(root: str | Path, seed: int = 0, steps: int = TRAIN_STEPS, log=Non
     return meter
 
 
+def score_generator(meter: Meter, generator: torch.nn.Module, count: int, seed: int = 0,
+                    classes: list[str] | None = None) -> dict:
+    """The meter's scores of `count` clips of `generator` (`generated_clips`). For a class-conditional
+    generator whose class names `classes` (by label) are all the meter's, `class_match` too."""
+    clips = generated_clips(generator, count, seed)
+    asked = class_labels(generator, count)
+    labels = None
+    if asked is not None and classes and len(classes) == generator.num_classes and set(classes) <= set(meter.classes):
+        labels = torch.tensor([meter.classes.index(classes[i]) for i in asked.tolist()])
+    return meter.score(clips, labels)
+
+
 @torch.no_grad()
 def generated_clips(generator: torch.nn.Module, count: int, seed: int = 0, batch: int = 64) -> torch.Tensor:
-    """`count` clips `[N, 3, T, H, W]` from `generator` in eval mode, from seeded noise, on the CPU."""
+    """`count` clips `[N, 3, T, H, W]` from `generator` in eval mode, from seeded noise, on the CPU; a
+    class-conditional generator's clip i of class i mod classes, so every class is scored alike."""
     z_dim = getattr(generator, "z_dim", None)
     if z_dim is None or not hasattr(generator, "frames"):
         raise MeterError(f"the generator is a {type(generator).__name__}, which makes images: the meter "
@@ -317,4 +340,4 @@ def generated_clips(generator: torch.nn.Module, count: int, seed: int = 0, batch
     device = next(generator.parameters()).device
     z = torch.randn(count, z_dim, generator=torch.Generator().manual_seed(seed))
     generator.eval()
-    return torch.cat([generator(chunk.to(device)).float().cpu() for chunk in z.split(batch)])
+    return torch.cat([clips.cpu() for clips in generate(generator, z, batch, class_labels(generator, count))])

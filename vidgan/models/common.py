@@ -68,21 +68,46 @@ def dcgan_init_(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, INIT_STD)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, _NORMS):
+    elif isinstance(module, _NORMS) and module.affine:
         nn.init.normal_(module.weight, 1.0, INIT_STD)
         nn.init.zeros_(module.bias)
+    elif isinstance(module, ConditionalBatchNorm):
+        nn.init.normal_(module.scale.weight, 1.0, INIT_STD)
+        nn.init.zeros_(module.shift.weight)
 
 
 def add_spectral_norm(module: nn.Module) -> nn.Module:
-    """Wrap the weight of every conv in `module` with spectral normalisation (Miyato et al. 2018).
+    """Wrap the weight of every conv (and class embedding) in `module` with spectral normalisation
+    (Miyato et al. 2018; the projection discriminator's embedding too, Miyato & Koyama 2018).
 
     Uses `torch.nn.utils.parametrizations.spectral_norm`: one power iteration per training forward,
     the raw weight kept as `parametrizations.weight.original`. Returns `module`, changed in place.
     """
-    convs = [m for m in module.modules() if isinstance(m, _CONVS)]
+    convs = [m for m in module.modules() if isinstance(m, (*_CONVS, nn.Embedding))]
     for conv in convs:
         nn.utils.parametrizations.spectral_norm(conv)
     return module
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm whose scale and shift are looked up per class (conditional BatchNorm, de Vries et al.
+    2017; the class-conditional generators of TGANv2, BigGAN and DVD-GAN): the statistics are shared by
+    all classes, the affine transform is each class's own.
+
+    `norm`: a BatchNorm without affine parameters (so `convert_sync_batchnorm` and BatchNorm statistic
+    recomputation find it like any other); `scale`, `shift`: `[num_classes, C]` tables, initialised as
+    DCGAN initialises BatchNorm (scale ~ N(1, 0.02), shift 0). `forward(x, y)`: x `[N, C, *S]`, y `[N]`.
+    """
+
+    def __init__(self, num_features: int, num_classes: int, dims: int = 3):
+        super().__init__()
+        self.norm = (nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d)(num_features, affine=False)
+        self.scale = nn.Embedding(num_classes, num_features)
+        self.shift = nn.Embedding(num_classes, num_features)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        view = (x.shape[0], x.shape[1]) + (1,) * (x.ndim - 2)
+        return self.norm(x) * self.scale(y).view(view) + self.shift(y).view(view)
 
 
 class MinibatchStd(nn.Module):

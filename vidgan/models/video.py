@@ -23,6 +23,7 @@ from torch import nn
 from .common import (
     FRAMES,
     SIZES,
+    ConditionalBatchNorm,
     ConfigModule,
     MinibatchStd,
     add_spectral_norm,
@@ -108,6 +109,10 @@ class VideoGenerator(ConfigModule):
     the input of every transposed conv that spans time by repeating its first and last step, so that
     the clip's edge frames are drawn like the rest instead of fading (`ReplicateTimeConvTranspose3d`).
 
+    `num_classes > 0` makes G class-conditional: every BatchNorm of the 3D stream becomes a
+    `ConditionalBatchNorm` with a scale and shift per class, and `forward(z, y)` takes labels y `[N]`.
+    Without y, clip i is drawn from class i mod num_classes: a batch covers the classes evenly.
+
     `forward(z)` returns the clip; `forward(z, return_mask=True)` returns `(clip, mask)` with the mask
     `[N, 1, T, H, W]` for the loss's L1 term (None for one stream, so a training loop can treat both
     alike); `decompose(z)` returns every part of a two-stream clip.
@@ -125,9 +130,12 @@ class VideoGenerator(ConfigModule):
         out_bias: bool = False,
         time_padding: str = "zeros",
         head: str = "transposed",
+        num_classes: int = 0,
     ):
         super().__init__()
         owner = type(self).__name__
+        if num_classes:
+            check_positive_int(owner, "num_classes", num_classes)
         check_positive_int(owner, "z_dim", z_dim)
         check_positive_int(owner, "channels", channels)
         check_choice(owner, "size", size, SIZES)
@@ -139,6 +147,9 @@ class VideoGenerator(ConfigModule):
             z_dim=z_dim, channels=channels, size=size, frames=frames, two_stream=two_stream, out_channels=out_channels,
             out_bias=out_bias, time_padding=time_padding, head=head,
         )
+        if num_classes:  # (left out when 0, so that unconditional configs read as before)
+            self.config["num_classes"] = num_classes
+        self.num_classes = num_classes  # 0: unconditional
         self.z_dim = z_dim  # latent length
         self.size = size  # output side in pixels
         self.frames = frames  # output clip length
@@ -148,10 +159,14 @@ class VideoGenerator(ConfigModule):
         t_small, keep = _time_plan(size, frames)
         upsample = ReplicateTimeConvTranspose3d if time_padding == "replicate" else nn.ConvTranspose3d
         width = channels * size // 8  # feature maps at 4×4: 8·ch at 64²
+
+        def norm(features: int) -> nn.Module:
+            return ConditionalBatchNorm(features, num_classes) if num_classes else nn.BatchNorm3d(features)
+
         layers: list[nn.Module] = [
             # input is z as [N, z_dim, 1, 1, 1]
             nn.ConvTranspose3d(z_dim, width, (t_small, 4, 4), 1, 0, bias=False),
-            nn.BatchNorm3d(width),
+            norm(width),
             nn.ReLU(True),
             # state size. [N, width, t_small, 4, 4]: [N, 8·ch, frames/16, 4, 4] at 64²
         ]
@@ -159,7 +174,7 @@ class VideoGenerator(ConfigModule):
             block = _KEEP_TIME if i < keep else _BLOCK
             layers += [
                 upsample(width, width // 2, bias=False, **block),
-                nn.BatchNorm3d(width // 2),
+                norm(width // 2),
                 nn.ReLU(True),
             ]
             width //= 2
@@ -177,12 +192,28 @@ class VideoGenerator(ConfigModule):
         self.background = DCGANGenerator(z_dim, channels, size, out_channels) if two_stream else None
         self.apply(dcgan_init_)
 
-    def decompose(self, z: torch.Tensor) -> VideoLayers:
+    def labels(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """The default labels of n clips, `[N]`: clip i from class i mod num_classes."""
+        return torch.arange(n, device=device) % self.num_classes
+
+    def _stream(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The 3D stream's output before its activation, `[N, head_out, T, H, W]`."""
+        check_shape(type(self).__name__, "z", z, (None, self.z_dim), "[N, z_dim]")
+        h = z[:, :, None, None, None]  # [N, z_dim, 1, 1, 1]
+        if not self.num_classes:
+            return self.head(self.trunk(h))
+        if y is None:
+            y = self.labels(z.shape[0], z.device)
+        check_shape(type(self).__name__, "y", y, (z.shape[0],), "[N] class labels")
+        for layer in self.trunk:
+            h = layer(h, y) if isinstance(layer, ConditionalBatchNorm) else layer(h)
+        return self.head(h)
+
+    def decompose(self, z: torch.Tensor, y: torch.Tensor | None = None) -> VideoLayers:
         """The clip and its parts (two-stream generators only)."""
         if not self.two_stream:
             raise ValueError("VideoGenerator.decompose needs two_stream=True: a one-stream clip has no parts")
-        check_shape(type(self).__name__, "z", z, (None, self.z_dim), "[N, z_dim]")
-        out = self.head(self.trunk(z[:, :, None, None, None]))  # [N, C + 1, T, H, W]
+        out = self._stream(z, y)  # [N, C + 1, T, H, W]
         foreground = torch.tanh(out[:, : self.out_channels])  # [N, C, T, H, W]
         mask = torch.sigmoid(out[:, self.out_channels :])  # [N, 1, T, H, W]
         background = self.background(z)  # [N, C, H, W]
@@ -190,13 +221,12 @@ class VideoGenerator(ConfigModule):
         return VideoLayers(video, foreground, mask, background)
 
     def forward(
-        self, z: torch.Tensor, return_mask: bool = False
+        self, z: torch.Tensor, y: torch.Tensor | None = None, return_mask: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         if self.two_stream:
-            video, _, mask, _ = self.decompose(z)
+            video, _, mask, _ = self.decompose(z, y)
         else:
-            check_shape(type(self).__name__, "z", z, (None, self.z_dim), "[N, z_dim]")
-            video = torch.tanh(self.head(self.trunk(z[:, :, None, None, None])))  # [N, C, T, H, W]
+            video = torch.tanh(self._stream(z, y))  # [N, C, T, H, W]
             mask = None
         return (video, mask) if return_mask else video
 
@@ -209,6 +239,12 @@ class VideoDiscriminator(ConfigModule):
     Canonically no conv has a bias. Switches as in `DCGANDiscriminator`: `spectral_norm` on every conv,
     `batchnorm=False` to drop BatchNorm (those convs then gain a bias); `minibatch_std=n` (> 0) feeds
     the last conv one more map, the spread of groups of n clips (`MinibatchStd`).
+
+    `num_classes > 0` adds a projection head (Miyato & Koyama 2018): `forward(x, y)` adds to each clip's
+    logit the inner product of its class's embedding with the last block's features summed over
+    `[t, 4, 4]`, so D judges whether a clip is real *as a member of class y*. `class_head=True` (with
+    num_classes) adds an auxiliary classifier on the same pooled features (AC-GAN, Odena et al. 2017):
+    `forward(x, y, classify=True)` returns `(logits [N], class_logits [N, num_classes])`.
     """
 
     def __init__(
@@ -221,6 +257,8 @@ class VideoDiscriminator(ConfigModule):
         batchnorm: bool = True,
         spectral_norm: bool = False,
         minibatch_std: int = 0,
+        num_classes: int = 0,
+        class_head: bool = False,
     ):
         super().__init__()
         # the same checks as the generator's, of the arguments the two share, each named in its error
@@ -240,6 +278,14 @@ class VideoDiscriminator(ConfigModule):
             spectral_norm=spectral_norm,
             minibatch_std=minibatch_std,
         )
+        if num_classes:
+            check_positive_int(owner, "num_classes", num_classes)
+            self.config["num_classes"] = num_classes  # (absent when 0: unconditional configs read as before)
+        if class_head:
+            if not num_classes:
+                raise ValueError(f"{owner}: class_head needs num_classes > 0")
+            self.config["class_head"] = True
+        self.num_classes = num_classes  # 0: unconditional
         self.size = size  # input side in pixels
         self.frames = frames  # input clip length
         self.in_channels = in_channels  # 3 for RGB
@@ -272,14 +318,35 @@ class VideoDiscriminator(ConfigModule):
             # state size. [N, 1, 1, 1, 1]
         ]
         self.main = nn.Sequential(*layers)
+        # the class embeddings of the projection head, one per class, as wide as the last features
+        features = width + (1 if minibatch_std else 0)
+        self.embed = nn.Embedding(num_classes, features) if num_classes else None
+        self.classifier = nn.Linear(features, num_classes) if class_head else None  # on mean-pooled features
         self.apply(dcgan_init_)
+        for layer in (self.embed, self.classifier):
+            if layer is not None:
+                nn.init.normal_(layer.weight, 0.0, 0.02)  # as small as DCGAN's conv weights
         if spectral_norm:
             add_spectral_norm(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                classify: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         c, t, s = self.in_channels, self.frames, self.size
         check_shape(type(self).__name__, "input", x, (None, c, t, s, s), "[N, C, T, H, W]")
-        return self.main(x).reshape(x.shape[0])  # [N] logits
+        if classify and self.classifier is None:
+            raise ValueError(f"{type(self).__name__}: classify=True needs class_head=True")
+        if self.embed is None:
+            return self.main(x).reshape(x.shape[0])  # [N] logits
+        if y is None:
+            raise ValueError(f"{type(self).__name__}: a class-conditional discriminator needs labels y [N]")
+        check_shape(type(self).__name__, "y", y, (x.shape[0],), "[N] class labels")
+        features = self.main[:-1](x)  # [N, width, t_small, 4, 4]
+        logits = self.main[-1](features).reshape(x.shape[0])  # [N]
+        pooled = features.sum(dim=(2, 3, 4))  # [N, width]
+        logits = logits + (self.embed(y) * pooled).sum(dim=1)  # [N] with the projection
+        if classify:
+            return logits, self.classifier(pooled / features[0, 0].numel())  # [N], [N, num_classes]
+        return logits
 
 
 class VideoFrameDiscriminator(ConfigModule):
@@ -289,10 +356,12 @@ class VideoFrameDiscriminator(ConfigModule):
 
     Clip `[N, C, T, H, W]` → logits `[N, 1 + frame_count]`: the clip's, then its frames'. The frames are
     drawn anew at every call, without repeats within a clip. `vidgan.losses` averages the two parts
-    apart and adds them."""
+    apart and adds them. With `num_classes > 0` the video D has a projection head (`forward(x, y)`);
+    the frames are judged without their class."""
 
     def __init__(self, channels: int = 64, size: int = 64, frames: int = 32, frame_count: int = 2, *,
-                 in_channels: int = 3, batchnorm: bool = True, spectral_norm: bool = False, minibatch_std: int = 0):
+                 in_channels: int = 3, batchnorm: bool = True, spectral_norm: bool = False, minibatch_std: int = 0,
+                 num_classes: int = 0, class_head: bool = False):
         super().__init__()
         check_positive_int(type(self).__name__, "frame_count", frame_count)
         if frame_count > frames:
@@ -301,15 +370,27 @@ class VideoFrameDiscriminator(ConfigModule):
         self.config = dict(channels=channels, size=size, frames=frames, frame_count=frame_count,
                            in_channels=in_channels, batchnorm=batchnorm, spectral_norm=spectral_norm,
                            minibatch_std=minibatch_std)
+        if num_classes:
+            self.config["num_classes"] = num_classes
+        if class_head:
+            self.config["class_head"] = True
         self.frames = frames
         self.frame_count = frame_count
         self.video = VideoDiscriminator(channels, size, frames, in_channels=in_channels, batchnorm=batchnorm,
-                                        spectral_norm=spectral_norm, minibatch_std=minibatch_std)
+                                        spectral_norm=spectral_norm, minibatch_std=minibatch_std,
+                                        num_classes=num_classes, class_head=class_head)
         self.image = DCGANDiscriminator(channels, size, in_channels, batchnorm=batchnorm,
                                         spectral_norm=spectral_norm)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        clip_logits = self.video(x)  # [N], after the video D's shape check
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                classify: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if classify:  # the video D's class logits alongside
+            clip_logits, class_logits = self.video(x, y, classify=True)
+            return self._with_frames(x, clip_logits), class_logits
+        return self._with_frames(x, self.video(x, y))
+
+    def _with_frames(self, x: torch.Tensor, clip_logits: torch.Tensor) -> torch.Tensor:
+        """`[N, 1 + K]`: the clip's logit `[N]` (after the video D's shape check), then its frames'."""
         n, k = x.shape[0], self.frame_count
         pick = torch.rand(n, self.frames, device=x.device).argsort(dim=1)[:, :k]  # [N, K] distinct frames
         frames = x[torch.arange(n, device=x.device)[:, None], :, pick]  # [N, K, C, H, W]
