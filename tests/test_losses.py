@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from vidgan.losses import LOSS_KINDS, d_loss, d_loss_fake, d_loss_real, g_loss, mask_l1, r1_penalty
+from vidgan.losses import (LOSS_KINDS, class_loss, d_loss, d_loss_fake, d_loss_real, g_loss, mask_l1, mode_seeking,
+                           r1_penalty)
 from vidgan.models import DCGANDiscriminator, VideoDiscriminator
 
 REAL = [2.0, -1.0, 0.0]  # D logits on real samples
@@ -126,3 +127,26 @@ def test_clip_and_frame_logits_are_averaged_apart_and_added(kind):
     both = torch.cat([clip[:, None], frames], dim=1)
     for loss in (d_loss_real, d_loss_fake, g_loss):
         assert loss(both, kind).item() == pytest.approx(loss(clip, kind).item() + loss(frames.flatten(), kind).item())
+
+
+def test_mode_seeking_is_the_inverse_of_output_over_latent_distance():
+    z = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [1.0, 3.0]])  # pairs (0, 2) and (1, 3): |Δz| 2 and 1
+    fakes = torch.zeros(4, 3)
+    fakes[2] = 0.5  # pair (0, 2) apart by 0.5, pair (1, 3) the same clip
+    ratio = (0.5 * 3 / 6) / ((2 + 2 + 0 + 2) / 4)  # mean |Δfake| over mean |Δz|
+    assert mode_seeking(fakes, z).item() == pytest.approx(1 / (ratio + 1e-5))
+    assert mode_seeking(torch.zeros(4, 3), z).item() == pytest.approx(1e5)  # a collapsed batch: the largest value
+    # its gradient moves the clips of a pair apart
+    apart = torch.zeros(4, 3, requires_grad=True)
+    with torch.no_grad():
+        apart[2] = 0.5
+    mode_seeking(apart, z).backward()
+    assert (apart.grad[2] < 0).all() and (apart.grad[0] > 0).all()
+    with pytest.raises(ValueError, match="at least 2"):
+        mode_seeking(torch.zeros(1, 3), z[:1])
+
+
+def test_class_loss_is_cross_entropy():
+    logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
+    expected = -(math.log(math.exp(2) / (math.exp(2) + 1)) + math.log(1 / (1 + math.e))) / 2
+    assert class_loss(logits, labels).item() == pytest.approx(expected)

@@ -592,3 +592,18 @@ def test_conditional_batchnorm_survives_sync_batchnorm_conversion():
     converted = convert_sync_batchnorm(G)
     norms = [m for m in converted.modules() if isinstance(m, ConditionalBatchNorm)]
     assert norms and all(isinstance(m.norm, nn.SyncBatchNorm) for m in norms)
+
+
+def test_packed_discriminator_judges_groups_of_clips_stacked_along_channels():
+    D = VideoDiscriminator(channels=CH, size=32, frames=8, batchnorm=False, pack=2)
+    x = torch.randn(6, 3, 8, 32, 32)
+    logits = D(x)
+    assert logits.shape == (3,) and D.main[0].in_channels == 6
+    # group k is clips 2k and 2k + 1, in that order
+    torch.testing.assert_close(logits[1], D.main(torch.cat([x[2], x[3]])[None]).reshape(()))
+    torch.testing.assert_close(D(x[2:4]), logits[1:2])
+    with pytest.raises(ValueError, match="does not split into groups of pack=2"):
+        D(x[:5])
+    with pytest.raises(ValueError, match="without num_classes"):
+        VideoDiscriminator(channels=CH, size=32, frames=8, pack=2, num_classes=3)
+    assert "pack" not in VideoDiscriminator(channels=CH, size=32, frames=8).config

@@ -205,6 +205,9 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(prepar
     ("model.g_head=upsample", "model.g_head: 'transposed' or 'resize'"),
     ("model.generator=frames model.conditional=true", "model.conditional: only for model.generator=volume"),
     ("loss.class_weight=1", "loss.class_weight: needs model.conditional: true"),
+    ("loss.mode_seeking=-1", "loss.mode_seeking: >= 0, got -1.0"),
+    ("model.d_pack=3", "model.d_pack: must divide train.batch_size (4), got 3"),
+    ("model.d_pack=2 model.image_d_frames=2", "model.d_pack: only for model.kind=video without model.image_d_frames"),
 ])
 def test_a_bad_recipe_key_fails_at_once_naming_it(prepared, tmp_path, override, message):
     result = train_here(tiny(prepared, tmp_path / "r", *override.split()))
@@ -255,7 +258,7 @@ def test_quality_switches_train_and_load(prepared, tmp_path):
     run = tmp_path / "switches"
     result = train_here(tiny(prepared, run, "model.image_d_frames=2", "loss.instance_noise=0.1",
                              "model.g_out_bias=true", "train.ema_batchnorm=recompute", "model.g_time_padding=replicate",
-                             "model.g_head=resize", "train.kimg=0.024"))
+                             "model.g_head=resize", "loss.mode_seeking=1", "train.kimg=0.024"))
     assert result.returncode == 0, result.stderr
     trained = load_trained(run, which="ema", with_discriminator=True)
     assert isinstance(trained.discriminator, VideoFrameDiscriminator)
@@ -386,3 +389,18 @@ def test_class_errors_name_the_classes(prepared, tmp_path, trained_runs, capsys)
     assert main_sample([str(trained_runs["video"]), "--class", "0", "--out", str(tmp_path / "c")]) == 2
     assert "--class needs a class-conditional generator" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_packed_discriminator_trains_and_inpaint_asks_for_lam_0(prepared, tmp_path):
+    from vidgan.checkpoint import load_trained
+    from vidgan.inpaint import InpaintError, inpaint_file
+
+    run = tmp_path / "pack"
+    result = train_here(tiny(prepared, run, "model.d_pack=2", "train.kimg=0.024"))
+    assert result.returncode == 0, result.stderr
+    D = load_trained(run, with_discriminator=True).discriminator
+    assert D.pack == 2 and D(torch.zeros(4, 3, 8, 32, 32)).shape == (2,)
+    clip = next((prepared.parent / "videos").rglob("*.mp4"))
+    with pytest.raises(InpaintError, match="judges groups of 2 clips"):
+        inpaint_file(run, clip, "frames:2-3", tmp_path / "out.mp4", steps=1)
+    assert not (tmp_path / "out.mp4").exists()

@@ -135,7 +135,7 @@ def build_models(recipe: Recipe, num_classes: int = 1) -> tuple[ConfigModule, Co
         else:
             D = VideoDiscriminator(m.d_channels, d.size, d.frames, batchnorm=m.d_batchnorm,
                                    spectral_norm=m.spectral_norm, minibatch_std=m.d_minibatch_std,
-                                   num_classes=classes, class_head=class_head)
+                                   num_classes=classes, class_head=class_head, pack=m.d_pack)
     else:
         G = DCGANGenerator(m.z_dim, m.g_channels, d.size)
         D = DCGANDiscriminator(m.d_channels, d.size, batchnorm=m.d_batchnorm, spectral_norm=m.spectral_norm)

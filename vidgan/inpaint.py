@@ -120,6 +120,9 @@ def inpaint(G, D, known: torch.Tensor, mask: torch.Tensor, steps: int = STEPS, r
 
     if D is None and lam > 0:
         raise ValueError("the prior loss (lam > 0) needs the discriminator D")
+    if lam > 0 and getattr(D, "pack", 1) > 1:
+        raise ValueError(f"the prior loss (lam > 0) needs a discriminator of single clips; this one judges "
+                         f"groups of {D.pack} (model.d_pack): use lam 0 (--lam 0)")
     device = next(G.parameters()).device
     z_dim = G.z_dim
     n = known.shape[0]
@@ -400,6 +403,9 @@ def inpaint_file(checkpoint: str | Path, input_path: str | Path, mask: str | Pat
     except CheckpointError as e:
         raise InpaintError(str(e)) from None
     G, video = trained.generator, trained.is_video
+    if lam > 0 and getattr(trained.discriminator, "pack", 1) > 1:
+        raise InpaintError(f"{trained.folder}: its discriminator judges groups of {trained.discriminator.pack} "
+                           "clips (model.d_pack), not one: run with --lam 0")
     want = ".mp4" if video else ".png"
     if out.suffix.lower() != want:
         raise InpaintError(f"--out {out}: {'a video (3D)' if video else 'an image (2D)'} checkpoint writes {want}")

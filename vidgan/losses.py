@@ -88,3 +88,16 @@ def class_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     labels of real clips with it, and G minimises it on its own clips for the classes it asked for.
     Weight it (`loss.class_weight`) in the loop."""
     return F.cross_entropy(class_logits.float(), labels)
+
+
+def mode_seeking(fakes: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The mode-seeking term of MSGAN (Mao et al. 2019): 1 / (ratio + 1e-5), where the ratio is how far
+    apart the clips of the batch's two halves are (mean |G(z₁) − G(z₂)|) over how far apart their
+    latents are (mean |z₁ − z₂|). G minimising it spreads different latents over different clips,
+    against mode collapse. `fakes` `[N, ...]` = G(z), z `[N, z_dim]`, N ≥ 2. Weight it in the loop."""
+    half = fakes.shape[0] // 2
+    if half == 0:
+        raise ValueError("mode_seeking: needs a batch of at least 2")
+    apart = (fakes[:half] - fakes[half:2 * half]).abs().float().mean()
+    latent_apart = (z[:half] - z[half:2 * half]).abs().float().mean()
+    return 1.0 / (apart / latent_apart + 1e-5)

@@ -45,6 +45,7 @@ class ModelConfig:
     d_batchnorm: bool = True  # BatchNorm in D (the canonical DCGAN); off for R1-heavy training
     spectral_norm: bool = False  # spectral normalisation on every conv of D
     d_minibatch_std: int = 0  # video D: the spread of groups of this many clips as one more map (ProGAN: 4); 0: off
+    d_pack: int = 1  # video D: judge groups of this many clips at once, stacked along channels (PacGAN: 2); 1: off
     sync_batchnorm: bool = False  # share BatchNorm statistics across processes (multi-GPU)
     channels_last: bool = False  # channels_last(_3d) memory format for models and batches
     g_out_bias: bool = False  # video model: a bias in G's output layer (VGAN has none)
@@ -72,6 +73,9 @@ class LossConfig:
     # weight of an auxiliary class loss (AC-GAN, Odena et al. 2017; needs model.conditional): a class head on
     # D learns the classes of real clips, and G is rewarded when it finds G(z, y) of class y
     class_weight: float = 0.0
+    # weight λ of MSGAN's mode-seeking term (Mao et al. 2019: 1): G is pushed to map latents that differ to
+    # clips that differ, against mode collapse; 0: off
+    mode_seeking: float = 0.0
 
 
 @dataclass
@@ -258,10 +262,18 @@ def check_recipe(r: Recipe) -> None:
     need(r.model.image_d_frames <= r.data.frames, "model.image_d_frames",
          f"at most data.frames ({r.data.frames}), got {r.model.image_d_frames}")
     need(r.model.d_minibatch_std >= 0, "model.d_minibatch_std", f">= 0, got {r.model.d_minibatch_std}")
+    need(r.model.d_pack >= 1, "model.d_pack", f">= 1, got {r.model.d_pack}")
+    if r.model.d_pack > 1:
+        need(r.model.kind == "video" and r.model.image_d_frames == 0 and not r.model.conditional, "model.d_pack",
+             "only for model.kind=video without model.image_d_frames or model.conditional")
+        need(r.train.batch_size % r.model.d_pack == 0, "model.d_pack",
+             f"must divide train.batch_size ({r.train.batch_size}), got {r.model.d_pack}")
     need(r.model.d_minibatch_std == 0 or r.model.kind == "video", "model.d_minibatch_std",
          "only for model.kind=video")
     need(r.loss.instance_noise >= 0, "loss.instance_noise", f">= 0, got {r.loss.instance_noise}")
     need(r.loss.class_weight >= 0, "loss.class_weight", f">= 0, got {r.loss.class_weight}")
+    need(r.loss.mode_seeking >= 0, "loss.mode_seeking", f">= 0, got {r.loss.mode_seeking}")
+    need(r.loss.mode_seeking == 0 or r.train.batch_size >= 2, "loss.mode_seeking", "needs train.batch_size >= 2")
     need(r.loss.class_weight == 0 or r.model.conditional, "loss.class_weight", "needs model.conditional: true")
     need(r.train.ema_batchnorm in ("copy", "recompute"), "train.ema_batchnorm",
          f"'copy' or 'recompute', got {r.train.ema_batchnorm!r}")

@@ -15,7 +15,7 @@ its walk starts at `sample-00000` and passes through `sample-00001`, … . The M
 deterministic, so the same checkpoint, seed and device give byte-identical files.
 
 Classes (a class-conditional generator, `model.conditional`): clip i is of class i mod classes, and
-the grid shows one row per class; `--class` draws every clip from one class, and the walk of
+the grid shows one row per class (for N a multiple of the classes); `--class` draws every clip from one class, and the walk of
 `interpolate` stays in one class (`--class`, else the first).
 """
 

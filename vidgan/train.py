@@ -214,17 +214,18 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
     z_dim = recipe.model.z_dim
     conditional, num_classes = recipe.model.conditional, len(dataset.classes)
 
-    def given(labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def given(labels: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """The label argument of G and D: the labels for a class-conditional recipe, nothing otherwise."""
         return (labels,) if conditional else ()
 
-    def random_labels(n: int) -> torch.Tensor:
-        """Classes of n generated clips, uniform (unused unless conditional)."""
-        return torch.randint(num_classes, (n,), device=device)
+    def random_labels(n: int) -> torch.Tensor | None:
+        """Classes of n generated clips, uniform; None unless the recipe is conditional."""
+        return torch.randint(num_classes, (n,), device=device) if conditional else None
 
-    class_weight = recipe.loss.class_weight
+    class_weight, mode_seeking = recipe.loss.class_weight, recipe.loss.mode_seeking
 
-    def judged(x: torch.Tensor, labels: torch.Tensor, weight: float) -> tuple[torch.Tensor, torch.Tensor | float]:
+    def judged(x: torch.Tensor, labels: torch.Tensor | None,
+               weight: float) -> tuple[torch.Tensor, torch.Tensor | float]:
         """D's logits of a batch and, with loss.class_weight, its auxiliary class loss against `labels`
         times `weight` (0 without). A weight of 0 still runs the class head: DDP expects a gradient
         for every parameter after each synchronised backward."""
@@ -264,7 +265,7 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
             n = reals.shape[0]
 
             # (1) Update D: minimise −[log D(x) + log(1 − D(G(z)))], a backward after each D pass
-            labels_real = batch_data["label"].to(device)  # [B]
+            labels_real = batch_data["label"].to(device) if conditional else None  # [B]
             labels_fake = random_labels(n)  # [B]
             with torch.no_grad():
                 fakes = G(torch.randn(n, z_dim, device=device), *given(labels_fake))
@@ -295,6 +296,8 @@ def train(recipe: Recipe, resume: str | None = None, progress_bar: bool = True) 
                     with accelerator.no_sync(D):
                         logits, class_term = judged(d_view(fakes), y, class_weight)
                         loss_g = losses.g_loss(logits, kind) + class_term
+                        if mode_seeking > 0:
+                            loss_g = loss_g + mode_seeking * losses.mode_seeking(fakes, z)
                         if mask is not None:
                             loss_g = loss_g + recipe.loss.mask_l1 * losses.mask_l1(mask)
                         accelerator.backward(loss_g)

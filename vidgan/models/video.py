@@ -245,6 +245,10 @@ class VideoDiscriminator(ConfigModule):
     `[t, 4, 4]`, so D judges whether a clip is real *as a member of class y*. `class_head=True` (with
     num_classes) adds an auxiliary classifier on the same pooled features (AC-GAN, Odena et al. 2017):
     `forward(x, y, classify=True)` returns `(logits [N], class_logits [N, num_classes])`.
+
+    `pack=m > 1` (PacGAN, Lin et al. 2018) judges groups of m clips at once, stacked along channels:
+    `[N, C, T, H, W]` → logits `[N / m]` (N a multiple of m; clips k·m … k·m + m − 1 form group k). A
+    collapsed generator's groups hold near-copies, which real groups do not, so D can tell.
     """
 
     def __init__(
@@ -259,6 +263,7 @@ class VideoDiscriminator(ConfigModule):
         minibatch_std: int = 0,
         num_classes: int = 0,
         class_head: bool = False,
+        pack: int = 1,
     ):
         super().__init__()
         # the same checks as the generator's, of the arguments the two share, each named in its error
@@ -285,6 +290,13 @@ class VideoDiscriminator(ConfigModule):
             if not num_classes:
                 raise ValueError(f"{owner}: class_head needs num_classes > 0")
             self.config["class_head"] = True
+        check_positive_int(owner, "pack", pack)
+        if pack > 1:
+            if num_classes:
+                raise ValueError(f"{owner}: pack > 1 judges groups of clips, which have no one class: "
+                                 "use it without num_classes")
+            self.config["pack"] = pack
+        self.pack = pack  # clips judged together
         self.num_classes = num_classes  # 0: unconditional
         self.size = size  # input side in pixels
         self.frames = frames  # input clip length
@@ -298,8 +310,8 @@ class VideoDiscriminator(ConfigModule):
         # than generated from one template, so that each model reads as its paper draws it
         width = channels  # feature maps after the first conv
         layers: list[nn.Module] = [
-            # input is [N, in_channels, frames, size, size]
-            nn.Conv3d(in_channels, width, bias=False, **plan[0]),
+            # input is [N / pack, pack · in_channels, frames, size, size]
+            nn.Conv3d(pack * in_channels, width, bias=False, **plan[0]),
             nn.LeakyReLU(0.2, inplace=True),
             # state size. [N, ch, frames/2, size/2, size/2]
         ]
@@ -335,6 +347,12 @@ class VideoDiscriminator(ConfigModule):
         check_shape(type(self).__name__, "input", x, (None, c, t, s, s), "[N, C, T, H, W]")
         if classify and self.classifier is None:
             raise ValueError(f"{type(self).__name__}: classify=True needs class_head=True")
+        if self.pack > 1:
+            if x.shape[0] % self.pack:
+                raise ValueError(f"{type(self).__name__}: a batch of {x.shape[0]} clips does not split into "
+                                 f"groups of pack={self.pack}")
+            groups = x.reshape(x.shape[0] // self.pack, self.pack * c, t, s, s)  # [N / m, m · C, T, H, W]
+            return self.main(groups).reshape(groups.shape[0])  # [N / m] logits
         if self.embed is None:
             return self.main(x).reshape(x.shape[0])  # [N] logits
         if y is None:
