@@ -54,6 +54,7 @@ from data_tools.argtypes import non_negative_float, non_negative_int, positive_i
 from data_tools.read import Geometry, ReadError, open_image, read_image, read_video, resize_mask
 from vidgan.checkpoint import CheckpointError, load_trained
 from vidgan.export import to_uint8_frames, write_mp4, write_png
+from vidgan.sample import num_classes
 
 STEPS = 500  # Adam steps on z per start
 RESTARTS = 4  # random starts per sample; the best one is kept
@@ -134,7 +135,7 @@ def inpaint(G, D, known: torch.Tensor, mask: torch.Tensor, steps: int = STEPS, r
         if tuple(made) != tuple(y.shape[1:]):
             raise ValueError(f"known is {list(y.shape)}, but G makes [N, {', '.join(map(str, made))}]")
 
-        classes = getattr(G, "num_classes", 0)
+        classes = num_classes(G)
         starts = restarts * (classes or 1)  # R below: every class gets `restarts` starts
         weights = importance_weights(m).repeat(starts, *[1] * (y.ndim - 1))  # [R·N, C, (T,) H, W]
         target = y.repeat(starts, *[1] * (y.ndim - 1))  # start r of sample i at row r·N + i

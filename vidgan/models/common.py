@@ -96,12 +96,12 @@ class ConditionalBatchNorm(nn.Module):
 
     `norm`: a BatchNorm without affine parameters (so `convert_sync_batchnorm` and BatchNorm statistic
     recomputation find it like any other); `scale`, `shift`: `[num_classes, C]` tables, initialised as
-    DCGAN initialises BatchNorm (scale ~ N(1, 0.02), shift 0). `forward(x, y)`: x `[N, C, *S]`, y `[N]`.
+    DCGAN initialises BatchNorm (scale ~ N(1, 0.02), shift 0). `forward(x, y)`: x `[N, C, T, H, W]`, y `[N]`.
     """
 
-    def __init__(self, num_features: int, num_classes: int, dims: int = 3):
+    def __init__(self, num_features: int, num_classes: int):
         super().__init__()
-        self.norm = (nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d)(num_features, affine=False)
+        self.norm = nn.BatchNorm3d(num_features, affine=False)
         self.scale = nn.Embedding(num_classes, num_features)
         self.shift = nn.Embedding(num_classes, num_features)
 
