@@ -94,13 +94,18 @@ def evaluate(args: argparse.Namespace) -> dict | None:
         return {**meter_result(trained, args.real, args.num_fake or NUM_METER, args.seed),
                 **_provenance(trained)}
     accelerator = Accelerator()
-    result = get_metric("fvd")(
-        trained.generator, args.real, args.i3d, accelerator=accelerator, num_real=args.num_real,
-        num_fake=args.num_fake or NUM_FAKE, batch=args.batch, seed=args.seed, cache_dir=args.cache,
-        i3d_call=args.i3d_call, progress=not args.no_progress)
-    if result is not None:
-        result = {**result, **_provenance(trained)}
-    accelerator.wait_for_everyone()
+    try:
+        result = get_metric("fvd")(
+            trained.generator, args.real, args.i3d, accelerator=accelerator, num_real=args.num_real,
+            num_fake=args.num_fake or NUM_FAKE, batch=args.batch, seed=args.seed, cache_dir=args.cache,
+            i3d_call=args.i3d_call, progress=not args.no_progress)
+        if result is not None:
+            result = {**result, **_provenance(trained)}
+        accelerator.wait_for_everyone()
+    finally:
+        # the process group is torn down before the interpreter exits: left to exit-time destructors,
+        # a rank can abort ("terminate called without an active exception") after its work is done
+        accelerator.end_training()
     return result
 
 
