@@ -9,7 +9,7 @@ from torch import nn
 
 from vidgan.checkpoint import load_model, save_model
 from vidgan.losses import d_loss, g_loss, mask_l1
-from vidgan.models.common import ConditionalBatchNorm
+from vidgan.models.common import ConditionalBatchNorm, motion_trajectory
 from vidgan.models import (
     FRAMES,
     SIZES,
@@ -502,7 +502,7 @@ def test_frame_generator_holds_content_and_moves_with_the_motion_code():
         clip = G(z)
         assert clip.shape == (N, 3, 8, 32, 32) and clip.abs().max() <= 1
         # each frame is the image generator's picture of (content ‖ that frame's motion code)
-        codes = G.motion_codes(z[:, Z - 3:])  # [N, T, 3]
+        codes = motion_trajectory(G.motion, z[:, Z - 3:], G.frames)  # [N, T, 3]
         assert codes.shape == (N, 8, 3)
         frame5 = G.image(torch.cat([z[:, :Z - 3], codes[:, 5]], dim=1))
         assert torch.allclose(clip[:, :, 5], frame5, atol=1e-6)
@@ -511,7 +511,7 @@ def test_frame_generator_holds_content_and_moves_with_the_motion_code():
         assert (clip[:, :, 1:] - clip[:, :, :-1]).abs().amax() > 0.01 * clip.abs().amax()
         # the same motion part gives the same codes whatever the content
         other = torch.cat([torch.randn(N, Z - 3), z[:, Z - 3:]], dim=1)
-        assert torch.equal(G.motion_codes(other[:, Z - 3:]), codes)
+        assert torch.equal(motion_trajectory(G.motion, other[:, Z - 3:], G.frames), codes)
 
 
 def test_frame_generator_gradients_and_bad_arguments():
@@ -524,6 +524,53 @@ def test_frame_generator_gradients_and_bad_arguments():
         FrameGenerator(z_dim=Z, channels=CH, size=32, frames=8, motion_dim=Z)
     with pytest.raises(ValueError, match="frames must be one of"):
         FrameGenerator(z_dim=Z, channels=CH, size=32, frames=12)
+
+
+# --- the content/motion latent of the 3D generator -------------------------------------------------
+
+@pytest.mark.parametrize("size, frames", [(32, 16), (64, 16), (32, 8)])
+def test_content_motion_generator_draws_each_step_from_content_and_its_motion_code(size, frames):
+    G = VideoGenerator(z_dim=Z, channels=CH, size=size, frames=frames, latent="content_motion",
+                       motion_dim=3).eval()
+    assert (G.content_dim, G.motion_dim) == (Z - 3, 3)
+    assert G.t_small == max(2, frames // (size // 4))  # a trajectory of at least two steps, even at 64² × 16
+    z = torch.randn(N, Z)
+    with torch.no_grad():
+        clip = G(z)
+        assert clip.shape == (N, 3, frames, size, size) and clip.abs().max() <= 1
+        # the first layer sees content ‖ motion code t at step t: the content is the same at every step
+        steps = G._latent_volume(z)  # [N, Z, t_small, 1, 1]
+        codes = motion_trajectory(G.motion, z[:, Z - 3:], G.t_small)  # [N, t_small, 3]
+        assert torch.equal(steps[:, : Z - 3, :, 0, 0], z[:, : Z - 3, None].expand(-1, -1, G.t_small))
+        assert torch.equal(steps[:, Z - 3:, :, 0, 0], codes.transpose(1, 2))
+        assert (codes[:, 1:] - codes[:, :-1]).abs().amax() > 1e-3  # the motion code moves
+        # each part changes the clip
+        new_motion = torch.cat([z[:, : Z - 3], torch.randn(N, 3)], dim=1)
+        new_content = torch.cat([torch.randn(N, Z - 3), z[:, Z - 3:]], dim=1)
+        scale = clip.abs().mean()  # (freshly initialised: tiny values)
+        assert (G(new_motion) - clip).abs().mean() > 0.05 * scale and (G(new_content) - clip).abs().mean() > 0.05 * scale
+    g_loss(VideoDiscriminator(channels=CH, size=size, frames=frames)(G.train()(z))).backward()
+    _assert_all_grads(G)  # the GRU is trained with the rest
+
+
+def test_content_motion_config_and_arguments():
+    G = VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8, two_stream=True, num_classes=2,
+                       latent="content_motion", motion_dim=3)
+    assert G.config["latent"] == "content_motion" and G.config["motion_dim"] == 3
+    assert VideoGenerator(**G.config).state_dict().keys() == G.state_dict().keys()  # rebuilt from its config
+    # the static background is content: a new motion part leaves it as it was
+    z = torch.randn(N, Z)
+    with torch.no_grad():
+        other = torch.cat([z[:, : Z - 3], torch.randn(N, 3)], dim=1)
+        torch.testing.assert_close(G.eval().decompose(z).background, G.decompose(other).background)
+    # a single latent keeps its config and state-dict keys (older checkpoints load)
+    plain = VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8)
+    assert "latent" not in plain.config and "motion_dim" not in plain.config and plain.motion_dim == 0
+    assert not any(k.startswith("motion") for k in plain.state_dict())
+    with pytest.raises(ValueError, match=r"motion_dim must be in \[1, z_dim\)"):
+        VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8, latent="content_motion", motion_dim=Z)
+    with pytest.raises(ValueError, match="latent must be one of"):
+        VideoGenerator(z_dim=Z, channels=CH, size=32, frames=8, latent="split")
 
 
 # --- class-conditional G and projection D --------------------------------------------------------

@@ -172,6 +172,35 @@ def test_slerp_keeps_the_norm_between_orthogonal_unit_vectors():
     assert torch.allclose(slerp(a, 2 * a, 0.5), 1.5 * a)  # parallel: linear
 
 
+def test_fix_content_or_motion_holds_that_part_of_every_latent(tmp_path, capsys):
+    from vidgan.models import VideoGenerator
+    from vidgan.sample import hold
+
+    G = VideoGenerator(z_dim=10, channels=4, size=SIZE, frames=FRAMES, latent="content_motion", motion_dim=4)
+    save_model(G.eval(), tmp_path / "g")
+    z = latents(4, 10, seed=3)
+    for part, held, free in (("content", slice(0, 6), slice(6, 10)), ("motion", slice(6, 10), slice(0, 6))):
+        fixed = hold(G, z, part)
+        assert torch.equal(fixed[:, held], z[:1, held].expand(4, -1))  # every clip takes clip 0's part
+        assert torch.equal(fixed[:, free], z[:, free])  # and keeps its own other part
+        written = sample(tmp_path / "g", tmp_path / part, "--seed", "3", "--fix", part)
+        # clip 0 is the unfixed clip 0; the others differ from their unfixed selves
+        assert written[0] == sample(tmp_path / "g", tmp_path / f"{part}-free", "--seed", "3")[0]
+        clips = sample_clips(G, 3, seed=3, fix=part)
+        torch.testing.assert_close(clips, sample_clips(G, 3, seed=3, fix=part, batch=1), rtol=1e-4, atol=1e-10)
+        assert not torch.allclose(clips[1], sample_clips(G, 3, seed=3)[1])
+    # an interpolation with the content held walks through motions only
+    out = tmp_path / "walk.mp4"
+    assert main_interpolate([str(tmp_path / "g"), "--steps", "2", "--fix", "content", "--out", str(out)]) == 0
+    assert decode(out)[1].shape == (3 * FRAMES, SIZE, SIZE, 3)
+
+    # a generator with one z is refused before anything is written
+    save_model(VideoGenerator(z_dim=10, channels=4, size=SIZE, frames=FRAMES).eval(), tmp_path / "single")
+    assert main_sample([str(tmp_path / "single"), "--fix", "motion", "--out", str(tmp_path / "no")]) == 2
+    assert "--fix motion needs a generator whose latent has a content and a motion part" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 def test_errors_name_what_is_wrong(video_run, tmp_path, capsys):

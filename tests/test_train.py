@@ -198,6 +198,9 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(prepar
     ("loss.instance_noise=-1", "loss.instance_noise: >= 0"),
     ("model.generator=frame", "model.generator: 'volume' or 'frames'"),
     ("model.generator=frames model.motion_dim=100", "model.motion_dim: in [1, model.z_dim)"),
+    ("model.latent=content_motion model.motion_dim=0", "model.motion_dim: in [1, model.z_dim), got 0"),
+    ("model.latent=split", "model.latent: 'single' or 'content_motion', got 'split'"),
+    ("model.generator=frames model.latent=content_motion", "model.latent: only for model.generator=volume"),
     ("model.d_minibatch_std=-2", "model.d_minibatch_std: >= 0"),
     ("train.d_steps=0", "train.d_steps: >= 1, got 0"),
     ("model.g_time_padding=reflect", "model.g_time_padding: 'zeros' or 'replicate'"),
@@ -258,7 +261,8 @@ def test_quality_switches_train_and_load(prepared, tmp_path):
     run = tmp_path / "switches"
     result = train_here(tiny(prepared, run, "model.image_d_frames=2", "loss.instance_noise=0.1",
                              "model.g_out_bias=true", "train.ema_batchnorm=recompute", "model.g_time_padding=replicate",
-                             "model.g_head=resize", "loss.mode_seeking=1", "train.kimg=0.024"))
+                             "model.g_head=resize", "loss.mode_seeking=1", "model.latent=content_motion",
+                             "model.motion_dim=4", "train.kimg=0.024"))
     assert result.returncode == 0, result.stderr
     trained = load_trained(run, which="ema", with_discriminator=True)
     assert isinstance(trained.discriminator, VideoFrameDiscriminator)
@@ -266,6 +270,7 @@ def test_quality_switches_train_and_load(prepared, tmp_path):
     assert trained.generator.head.bias is not None
     assert trained.generator.config["time_padding"] == "replicate"
     assert trained.generator.config["head"] == "resize"
+    assert (trained.generator.content_dim, trained.generator.motion_dim) == (trained.generator.z_dim - 4, 4)
     raw = load_trained(run, which="raw").generator
     ema_mean = trained.generator.trunk[1].running_mean
     assert not torch.equal(ema_mean, raw.trunk[1].running_mean)  # recomputed, not copied from G
@@ -286,7 +291,7 @@ def test_frame_generator_trains_loads_and_samples(prepared, tmp_path):
     assert trained.generator.motion_dim == 4
     assert load_trained(run, with_discriminator=True).discriminator.video.config["minibatch_std"] == 4
     assert (run / "samples" / "clips-000000000024.mp4").is_file()
-    assert main_sample([str(run), "--num", "2", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert main_sample([str(run), "--num", "2", "--out", str(tmp_path / "out"), "--quiet", "--fix", "content"]) == 0
     assert sorted(p.suffix for p in (tmp_path / "out").iterdir()).count(".mp4") == 2
 
 

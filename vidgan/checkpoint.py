@@ -127,7 +127,8 @@ def build_models(recipe: Recipe, num_classes: int = 1) -> tuple[ConfigModule, Co
             G = FrameGenerator(m.z_dim, m.g_channels, d.size, d.frames, m.motion_dim, out_bias=m.g_out_bias)
         else:
             G = VideoGenerator(m.z_dim, m.g_channels, d.size, d.frames, m.two_stream, out_bias=m.g_out_bias,
-                               time_padding=m.g_time_padding, head=m.g_head, num_classes=classes)
+                               time_padding=m.g_time_padding, head=m.g_head, num_classes=classes,
+                               latent=m.latent, motion_dim=m.motion_dim)
         if m.image_d_frames:
             D = VideoFrameDiscriminator(m.d_channels, d.size, d.frames, m.image_d_frames, batchnorm=m.d_batchnorm,
                                         spectral_norm=m.spectral_norm, minibatch_std=m.d_minibatch_std,

@@ -40,7 +40,10 @@ class ModelConfig:
     # video G: "volume", 3D transposed convs over the whole clip (VGAN); "frames", a 2D DCGAN G per frame
     # from a content code held for the clip and a per-frame motion code (MoCoGAN's decomposition)
     generator: str = "volume"
-    motion_dim: int = 20  # "frames" G: the last motion_dim values of z drive the motion codes
+    # "volume" G's latent: "single", one z for the clip (VGAN); "content_motion", a content part held for the
+    # clip and a motion part unrolled into a trajectory (MoCoGAN's decomposition; the "frames" G always splits)
+    latent: str = "single"
+    motion_dim: int = 20  # content_motion and "frames" G: the last motion_dim values of z drive the motion codes
     two_stream: bool = False  # "volume" G as VGAN's foreground + mask + static background
     d_batchnorm: bool = True  # BatchNorm in D (the canonical DCGAN); off for R1-heavy training
     spectral_norm: bool = False  # spectral normalisation on every conv of D
@@ -242,8 +245,12 @@ def check_recipe(r: Recipe) -> None:
     need(r.model.generator == "volume" or r.model.kind == "video", "model.generator", "only for model.kind=video")
     need(not (r.model.two_stream and r.model.generator == "frames"), "model.two_stream",
          "only for model.generator=volume")
-    need(r.model.generator != "frames" or 1 <= r.model.motion_dim < r.model.z_dim, "model.motion_dim",
-         f"in [1, model.z_dim), got {r.model.motion_dim}")
+    need(r.model.latent in ("single", "content_motion"), "model.latent",
+         f"'single' or 'content_motion', got {r.model.latent!r}")
+    need(r.model.latent == "single" or (r.model.kind == "video" and r.model.generator == "volume"), "model.latent",
+         "only for model.generator=volume (the frames G always has a content and a motion part)")
+    need((r.model.generator != "frames" and r.model.latent == "single") or 1 <= r.model.motion_dim < r.model.z_dim,
+         "model.motion_dim", f"in [1, model.z_dim), got {r.model.motion_dim}")
     need(r.model.g_time_padding in ("zeros", "replicate"), "model.g_time_padding",
          f"'zeros' or 'replicate', got {r.model.g_time_padding!r}")
     need(r.model.g_time_padding == "zeros" or (r.model.kind == "video" and r.model.generator == "volume"),

@@ -2,8 +2,9 @@
 
     vidgan sample RUN_OR_CHECKPOINT --num N --out DIR [--seed S] [--fps F] [--grid] [--upscale K]
                                     [--batch B] [--no-ema] [--device D] [--class NAME|INDEX]
+                                    [--fix content|motion]
     vidgan interpolate RUN_OR_CHECKPOINT --steps K --out FILE.mp4 [--seed S] [--points P] [--fps F]
-                                         [--class NAME|INDEX]
+                                         [--class NAME|INDEX] [--fix content|motion]
 
 The generator is rebuilt from a checkpoint's `generator_ema/` (or, with `--no-ema`, `generator/`):
 `config.json` + `model.safetensors`, no pickle. The recipe saved beside it gives the frame rate.
@@ -17,6 +18,11 @@ deterministic, so the same checkpoint, seed and device give byte-identical files
 Classes (a class-conditional generator, `model.conditional`): clip i is of class i mod classes, and
 the grid shows one row per class (for N a multiple of the classes); `--class` draws every clip from one class, and the walk of
 `interpolate` stays in one class (`--class`, else the first).
+
+Content and motion (a generator whose latent has both parts: `model.latent: content_motion`, or the
+frames generator): `--fix content` gives every clip the content part of the first latent, so one
+appearance moves in many ways; `--fix motion` gives every clip the first latent's motion part, so many
+appearances move alike. In `interpolate` the walk then changes only the other part.
 """
 
 from __future__ import annotations
@@ -67,6 +73,34 @@ def latents(num: int, z_dim: int, seed: int) -> torch.Tensor:
     return torch.stack([torch.randn(z_dim, generator=g) for _ in range(num)])  # [num, z_dim]
 
 
+FIXABLE = ("content", "motion")  # the parts of a content/motion latent that --fix can hold
+
+
+def latent_parts(G) -> tuple[int, int] | None:
+    """(content length, motion length) of G's latent, content first; None for a latent without parts."""
+    motion = getattr(G, "motion_dim", 0)
+    return (G.z_dim - motion, motion) if motion else None
+
+
+def hold(G, z: torch.Tensor, part: str | None) -> torch.Tensor:
+    """Latents `z` `[N, z_dim]` with `part` ("content" or "motion") of every row set to row 0's: one
+    appearance in many motions, or one motion of many appearances. `part` None returns z unchanged;
+    ValueError for a G whose latent has no such parts."""
+    if part is None:
+        return z
+    if part not in FIXABLE:
+        raise ValueError(f"--fix {part}: give one of {', '.join(FIXABLE)}")
+    parts = latent_parts(G)
+    if parts is None:
+        raise ValueError(f"--fix {part} needs a generator whose latent has a content and a motion part "
+                         "(model.latent: content_motion, or model.generator: frames); this one has one z")
+    content = parts[0]
+    held = slice(0, content) if part == "content" else slice(content, None)
+    z = z.clone()
+    z[:, held] = z[:1, held]
+    return z
+
+
 def num_classes(G) -> int:
     """The classes a class-conditional generator draws from; 0 for an unconditional one."""
     return getattr(G, "num_classes", 0)
@@ -103,12 +137,13 @@ def generate(G, z: torch.Tensor, batch: int = DEFAULT_BATCH,
             yield (G(chunk.to(device)) if y is None else G(chunk.to(device), y.to(device))).float()
 
 
-def sample_clips(G, num: int, seed: int = 0, batch: int = DEFAULT_BATCH, label: int | None = None) -> torch.Tensor:
+def sample_clips(G, num: int, seed: int = 0, batch: int = DEFAULT_BATCH, label: int | None = None,
+                 fix: str | None = None) -> torch.Tensor:
     """`num` clips `[num, C, T, H, W]` (images `[num, C, H, W]`) float32 in [-1, 1] on the CPU, from
-    latents(num, G.z_dim, seed) and class_labels(G, num, label). The same seed gives the same clips
-    whatever `batch` is."""
+    latents(num, G.z_dim, seed) (with one part held: `hold(G, z, fix)`) and class_labels(G, num, label).
+    The same seed gives the same clips whatever `batch` is."""
     labels = class_labels(G, num, label)
-    parts = [x.cpu() for x in generate(G, latents(num, G.z_dim, seed), batch, labels)]
+    parts = [x.cpu() for x in generate(G, hold(G, latents(num, G.z_dim, seed), fix), batch, labels)]
     return torch.cat(parts)
 
 
@@ -153,13 +188,14 @@ def sample_name(index: int, num: int, suffix: str) -> str:
 
 def write_samples(G, out_dir: str | Path, num: int, seed: int = 0, fps: int | float | Fraction = DEFAULT_FPS,
                   batch: int = DEFAULT_BATCH, grid: bool = False, upscale: int = 1,
-                  progress: bool | None = None, label: int | None = None) -> list[Path]:
+                  progress: bool | None = None, label: int | None = None, fix: str | None = None) -> list[Path]:
     """Generate `num` clips and write each to `out_dir/sample-00000.mp4`, … (H.264 yuv420p MP4 at
     `fps`); an image generator writes `sample-00000.png`, … . `grid` adds `grid.mp4` (video models)
     and `grid.png` (first frames) of the first min(num, GRID_MAX) clips, and for a video model
     `strip.png` (film strips of the first STRIP_MAX clips, every other frame). `upscale` enlarges every
     output by pixel repetition. `progress`: a tqdm bar (None: only on a terminal). A class-conditional
     G draws clip i from class i mod classes, its grid one row per class, or all from class `label`.
+    `fix` holds the content or motion part of every latent at the first one's (`hold`).
     Files of the same names are replaced, each atomically. Returns the per-sample paths, in order.
 
     One background thread encodes while the generator makes the next batch (PyAV releases the GIL
@@ -175,6 +211,7 @@ def write_samples(G, out_dir: str | Path, num: int, seed: int = 0, fps: int | fl
     video = is_video_model(G)
     suffix = ".mp4" if video else ".png"
     labels = class_labels(G, num, label)
+    z = hold(G, latents(num, G.z_dim, seed), fix)  # [num, z_dim]
     kept = []  # uint8 [b, T, H, W, 3] of the first GRID_MAX clips, for the grid
     paths: list[Path] = []
     max_pending = 2 * batch  # clips handed to the writer and not yet written
@@ -198,7 +235,7 @@ def write_samples(G, out_dir: str | Path, num: int, seed: int = 0, fps: int | fl
 
     with ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="vidgan-write") as pool:
         try:
-            for clips in generate(G, latents(num, G.z_dim, seed), batch, labels):
+            for clips in generate(G, z, batch, labels):
                 frames = to_uint8_frames(clips)  # [b, T, H, W, 3], T = 1 for images
                 if grid and len(paths) < GRID_MAX:
                     kept.append(frames[: GRID_MAX - len(paths)])
@@ -229,14 +266,15 @@ def write_samples(G, out_dir: str | Path, num: int, seed: int = 0, fps: int | fl
 
 def write_interpolation(G, out_path: str | Path, seed: int = 0, points: int = 2, steps: int = 8,
                         fps: int | float | Fraction = DEFAULT_FPS, batch: int = DEFAULT_BATCH,
-                        upscale: int = 1, label: int | None = None) -> tuple[Path, int]:
+                        upscale: int = 1, label: int | None = None, fix: str | None = None) -> tuple[Path, int]:
     """One MP4 of a latent walk (`interpolation_latents`): for a video model, the clip of every step
     played one after the other ((points − 1)·steps + 1 clips of T frames); for an image model, one
-    frame per step. A class-conditional G walks within class `label` (None: the first).
+    frame per step. A class-conditional G walks within class `label` (None: the first). `fix` holds the
+    content or motion part at the walk's start, so that only the other part changes (`hold`).
     Returns `(path, frames written)`."""
     if upscale < 1:
         raise ValueError(f"upscale must be >= 1; got {upscale}")
-    z = interpolation_latents(G.z_dim, seed, points, steps)  # [S, z_dim]
+    z = hold(G, interpolation_latents(G.z_dim, seed, points, steps), fix)  # [S, z_dim]
     labels = class_labels(G, len(z), 0 if label is None and num_classes(G) else label)
     frames = np.concatenate([to_uint8_frames(x) for x in generate(G, z, batch, labels)])  # [S, T, H, W, 3]
     frames = upscale_frames(frames.reshape(-1, *frames.shape[2:]), upscale)  # [S·T, H·k, W·k, 3]
@@ -272,6 +310,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class", dest="label", default=None, metavar="NAME|INDEX",
                    help="a class-conditional generator: draw from this class (its name, the training "
                         "data's subfolder, or its index) [sample: every class in turn; interpolate: the first]")
+    p.add_argument("--fix", choices=FIXABLE, default=None,
+                   help="a generator with a content and a motion latent: hold this part at the first "
+                        "latent's and vary the other (content: one appearance, many motions)")
 
 
 def configure_sample(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -335,6 +376,7 @@ def _open(args, command: str) -> tuple[ConfigModule, Path, Fraction | int, int |
     try:
         trained = load_trained(args.checkpoint, which="raw" if args.no_ema else "ema", device=_device(args.device))
         label = resolve_class(trained.generator, args.label, trained.classes)
+        hold(trained.generator, torch.zeros(1, trained.generator.z_dim), args.fix)  # refuses a G without parts
     except (CheckpointError, ValueError, RuntimeError) as e:
         print(f"vidgan {command}: error: {e}", file=sys.stderr)
         return None
@@ -364,7 +406,8 @@ def _run(args, command: str, write: Callable[[ConfigModule, Fraction | int, int 
 def run_sample(args) -> int:
     def write(G, fps, label) -> str:
         paths = write_samples(G, args.out, args.num, seed=args.seed, fps=fps, batch=args.batch, grid=args.grid,
-                              upscale=args.upscale, progress=False if args.quiet else None, label=label)
+                              upscale=args.upscale, progress=False if args.quiet else None, label=label,
+                              fix=args.fix)
         video = is_video_model(G)
         kind = f"MP4 clips at {fps} fps" if video else "PNG images"
         grid = (" and grid.mp4, grid.png, strip.png" if video else " and grid.png") if args.grid else ""
@@ -376,7 +419,8 @@ def run_sample(args) -> int:
 def run_interpolate(args) -> int:
     def write(G, fps, label) -> str:
         path, frames = write_interpolation(G, args.out, seed=args.seed, points=args.points, steps=args.steps,
-                                           fps=fps, batch=args.batch, upscale=args.upscale, label=label)
+                                           fps=fps, batch=args.batch, upscale=args.upscale, label=label,
+                                           fix=args.fix)
         return (f"wrote {path}: {frames} frames at {fps} fps, {(args.points - 1) * args.steps + 1} steps "
                 f"through {args.points} noise vectors,")
 

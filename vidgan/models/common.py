@@ -46,6 +46,18 @@ def check_shape(owner: str, what: str, x: torch.Tensor, expected: tuple[int | No
         raise ValueError(f"{owner}: {what} must be {layout} = {want}; got shape {list(x.shape)}")
 
 
+def motion_trajectory(cell: nn.GRUCell, z_motion: torch.Tensor, steps: int) -> torch.Tensor:
+    """Motion codes `[N, steps, motion_dim]` from motion latents `[N, motion_dim]`: a GRU cell started
+    from the latents and fed them at every step. MoCoGAN feeds fresh noise per step; here the whole
+    trajectory is a function of z, so sampling, interpolation and inpainting treat the generator as any
+    other."""
+    h, codes = z_motion, []
+    for _ in range(steps):
+        h = cell(z_motion, h)
+        codes.append(h)
+    return torch.stack(codes, dim=1)
+
+
 def num_doublings(size: int) -> int:
     """How many ×2 steps take a 4×4 map to `size` × `size` (3, 4 or 5 for 32, 64, 128)."""
     return int(math.log2(size)) - 2

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import FRAMES, ConfigModule, check_choice, check_positive_int, check_shape
+from .common import FRAMES, ConfigModule, check_choice, check_positive_int, check_shape, motion_trajectory
 from .dcgan import DCGANGenerator
 
 
@@ -23,11 +23,9 @@ class FrameGenerator(ConfigModule):
     """z `[N, z_dim]` → clip `[N, out_channels, frames, size, size]` in [-1, 1].
 
     z is split into a content part (the first `z_dim − motion_dim` values) and a motion part (the
-    last `motion_dim`). A GRU cell, started from the motion part and fed it at every step, unrolls a
-    trajectory of `motion_dim`-long motion codes, one per frame (MoCoGAN feeds fresh noise per step;
-    here the whole clip is a function of z, so sampling, interpolation and inpainting treat it as any
-    other generator). Each frame is `DCGANGenerator(content ‖ motion code)`; BatchNorm statistics run
-    over all frames of the batch. `forward(z, return_mask=True)` returns `(clip, None)`, as a one-stream
+    last `motion_dim`), which a GRU cell unrolls into one motion code per frame (`motion_trajectory`).
+    Each frame is `DCGANGenerator(content ‖ motion code)`; BatchNorm statistics run over all frames of
+    the batch. `forward(z, return_mask=True)` returns `(clip, None)`, as a one-stream
     `VideoGenerator` does, so a training loop treats every generator alike.
     """
 
@@ -62,19 +60,11 @@ class FrameGenerator(ConfigModule):
         # the image generator carries the DCGAN initialisation; the GRU keeps PyTorch's own
         self.image = DCGANGenerator(self.content_dim + motion_dim, channels, size, out_channels, out_bias=out_bias)
 
-    def motion_codes(self, z_motion: torch.Tensor) -> torch.Tensor:
-        """The per-frame motion codes `[N, T, motion_dim]` of motion latents `[N, motion_dim]`."""
-        h, codes = z_motion, []
-        for _ in range(self.frames):
-            h = self.motion(z_motion, h)
-            codes.append(h)
-        return torch.stack(codes, dim=1)
-
     def forward(self, z: torch.Tensor, return_mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, None]:
         check_shape(type(self).__name__, "z", z, (None, self.z_dim), "[N, z_dim]")
         n, t = z.shape[0], self.frames
         content, z_motion = z.split([self.content_dim, self.motion_dim], dim=1)
-        codes = self.motion_codes(z_motion)  # [N, T, motion_dim]
+        codes = motion_trajectory(self.motion, z_motion, self.frames)  # [N, T, motion_dim]
         per_frame = torch.cat([content[:, None].expand(n, t, self.content_dim), codes], dim=2)  # [N, T, z']
         images = self.image(per_frame.flatten(0, 1))  # [N·T, C, H, W]
         clip = images.view(n, t, *images.shape[1:]).transpose(1, 2)  # [N, C, T, H, W]

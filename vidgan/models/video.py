@@ -31,6 +31,7 @@ from .common import (
     check_positive_int,
     check_shape,
     dcgan_init_,
+    motion_trajectory,
     num_doublings,
 )
 from .dcgan import DCGANDiscriminator, DCGANGenerator
@@ -40,10 +41,11 @@ _BLOCK = dict(kernel_size=4, stride=2, padding=1)
 _KEEP_TIME = dict(kernel_size=(3, 4, 4), stride=(1, 2, 2), padding=(1, 1, 1))
 
 
-def _time_plan(size: int, frames: int) -> tuple[int, int]:
-    """(time steps at 4×4, number of blocks nearest 4×4 that keep time) for a size and clip length."""
+def _time_plan(size: int, frames: int, least: int = 1) -> tuple[int, int]:
+    """(time steps at 4×4, number of blocks nearest 4×4 that keep time) for a size and clip length,
+    with at least `least` steps at 4×4."""
     k = num_doublings(size)
-    t_small = max(1, frames >> k)  # frames / 2**k, at least 1
+    t_small = max(least, frames >> k)  # frames / 2**k, at least `least`
     keep = k - int(math.log2(frames // t_small))  # blocks that must leave time alone
     return t_small, keep
 
@@ -70,6 +72,7 @@ class ReplicateTimeConvTranspose3d(nn.ConvTranspose3d):
         return super().forward(x)[:, :, crop:-crop]
 
 
+LATENTS = ("single", "content_motion")  # one z for the whole clip, or a content part and a motion trajectory
 HEADS = ("transposed", "resize")  # how G's output layer doubles time and space
 
 
@@ -109,6 +112,12 @@ class VideoGenerator(ConfigModule):
     the input of every transposed conv that spans time by repeating its first and last step, so that
     the clip's edge frames are drawn like the rest instead of fading (`ReplicateTimeConvTranspose3d`).
 
+    `latent="content_motion"` splits z into a content part (the first `z_dim − motion_dim` values), held
+    for the whole clip, and a motion part (the last `motion_dim`), which a GRU cell unrolls into a
+    trajectory of motion codes, one per time step of the 4×4 map (at least 2): step t of the first
+    layer is drawn from content ‖ motion code t (MoCoGAN's decomposition, Tulyakov et al. 2018, on the
+    3D generator). Holding one part of z and varying the other varies motion or appearance alone.
+
     `num_classes > 0` makes G class-conditional: every BatchNorm of the 3D stream becomes a
     `ConditionalBatchNorm` with a scale and shift per class, and `forward(z, y)` takes labels y `[N]`.
     Without y, clip i is drawn from class i mod num_classes: a batch covers the classes evenly.
@@ -131,11 +140,18 @@ class VideoGenerator(ConfigModule):
         time_padding: str = "zeros",
         head: str = "transposed",
         num_classes: int = 0,
+        latent: str = "single",
+        motion_dim: int = 20,
     ):
         super().__init__()
         owner = type(self).__name__
         if num_classes:
             check_positive_int(owner, "num_classes", num_classes)
+        check_choice(owner, "latent", latent, LATENTS)
+        split = latent == "content_motion"
+        if split and not (isinstance(motion_dim, int) and 1 <= motion_dim < z_dim):
+            raise ValueError(f"{owner}: motion_dim must be in [1, z_dim) ({z_dim}), leaving room for content; "
+                             f"got {motion_dim!r}")
         check_positive_int(owner, "z_dim", z_dim)
         check_positive_int(owner, "channels", channels)
         check_choice(owner, "size", size, SIZES)
@@ -149,23 +165,30 @@ class VideoGenerator(ConfigModule):
         )
         if num_classes:  # (left out when 0, so that unconditional configs read as before)
             self.config["num_classes"] = num_classes
+        if split:  # (likewise left out for a single latent)
+            self.config.update(latent=latent, motion_dim=motion_dim)
         self.num_classes = num_classes  # 0: unconditional
         self.z_dim = z_dim  # latent length
         self.size = size  # output side in pixels
         self.frames = frames  # output clip length
         self.out_channels = out_channels  # 3 for RGB
         self.two_stream = two_stream  # foreground + mask + static background
+        self.motion_dim = motion_dim if split else 0  # the motion part of z: its last motion_dim values
+        self.content_dim = z_dim - self.motion_dim  # the content part: the rest
 
-        t_small, keep = _time_plan(size, frames)
+        t_small, keep = _time_plan(size, frames, least=2 if split else 1)
+        self.t_small = t_small  # time steps of the 4×4 map: the motion trajectory's length
         upsample = ReplicateTimeConvTranspose3d if time_padding == "replicate" else nn.ConvTranspose3d
         width = channels * size // 8  # feature maps at 4×4: 8·ch at 64²
 
         def norm(features: int) -> nn.Module:
             return ConditionalBatchNorm(features, num_classes) if num_classes else nn.BatchNorm3d(features)
 
+        # content_motion: the GRU keeps PyTorch's own initialisation
+        self.motion = nn.GRUCell(motion_dim, motion_dim) if split else None
         layers: list[nn.Module] = [
-            # input is z as [N, z_dim, 1, 1, 1]
-            nn.ConvTranspose3d(z_dim, width, (t_small, 4, 4), 1, 0, bias=False),
+            # input is z as [N, z_dim, 1, 1, 1], or content ‖ motion code per step as [N, z_dim, t_small, 1, 1]
+            nn.ConvTranspose3d(z_dim, width, (1 if split else t_small, 4, 4), 1, 0, bias=False),
             norm(width),
             nn.ReLU(True),
             # state size. [N, width, t_small, 4, 4]: [N, 8·ch, frames/16, 4, 4] at 64²
@@ -189,17 +212,28 @@ class VideoGenerator(ConfigModule):
         else:
             self.head = upsample(width, head_out, bias=out_bias, **_BLOCK)
         # state size. [N, head_out, frames, size, size]
-        self.background = DCGANGenerator(z_dim, channels, size, out_channels) if two_stream else None
+        # the static background is content: drawn from z's content part alone
+        self.background = DCGANGenerator(self.content_dim, channels, size, out_channels) if two_stream else None
         self.apply(dcgan_init_)
 
     def labels(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
         """The default labels of n clips, `[N]`: clip i from class i mod num_classes."""
         return torch.arange(n, device=device) % self.num_classes
 
+    def _latent_volume(self, z: torch.Tensor) -> torch.Tensor:
+        """G's first input: z as `[N, z_dim, 1, 1, 1]`, or content ‖ motion code t at step t,
+        `[N, z_dim, t_small, 1, 1]`."""
+        if self.motion is None:
+            return z[:, :, None, None, None]
+        content, z_motion = z.split([self.content_dim, self.motion_dim], dim=1)
+        codes = motion_trajectory(self.motion, z_motion, self.t_small).transpose(1, 2)  # [N, motion_dim, t_small]
+        steps = torch.cat([content[:, :, None].expand(-1, -1, self.t_small), codes], dim=1)  # [N, z_dim, t]
+        return steps[:, :, :, None, None]
+
     def _stream(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The 3D stream's output before its activation, `[N, head_out, T, H, W]`."""
         check_shape(type(self).__name__, "z", z, (None, self.z_dim), "[N, z_dim]")
-        h = z[:, :, None, None, None]  # [N, z_dim, 1, 1, 1]
+        h = self._latent_volume(z)
         if not self.num_classes:
             return self.head(self.trunk(h))
         if y is None:
@@ -216,7 +250,7 @@ class VideoGenerator(ConfigModule):
         out = self._stream(z, y)  # [N, C + 1, T, H, W]
         foreground = torch.tanh(out[:, : self.out_channels])  # [N, C, T, H, W]
         mask = torch.sigmoid(out[:, self.out_channels :])  # [N, 1, T, H, W]
-        background = self.background(z)  # [N, C, H, W]
+        background = self.background(z[:, : self.content_dim])  # [N, C, H, W]
         video = mask * foreground + (1 - mask) * background[:, :, None]  # [N, C, T, H, W]
         return VideoLayers(video, foreground, mask, background)
 
