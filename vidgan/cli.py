@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("vidgan.evaluate:configure",
              "FVD of a trained generator against prepared real clips (StyleGAN-V's protocol)"),
     "inpaint": ("vidgan.inpaint:configure", "fill holes or missing frames with a trained GAN (Yeh et al. 2017)"),
+    "transfer": ("vidgan.transfer:configure", "render one clip's content with another clip's motion"),
 }
 
 # Commands that never multiply matrices. For them numpy's OpenBLAS gets one thread: at import it

@@ -4,18 +4,13 @@
                    [--steps 500] [--restarts 4] [--lam 0.003] [--seed 0] [--blend poisson|paste]
 
 Given an image or a clip of which only some pixels are known, search the latent z whose G(z) best
-explains the known part, then fill the holes from G(z). Per sample the search minimises
-
-    L(z) = Σ W ⊙ |G(z) − y|      +  λ · log(1 − D(G(z)))
-           contextual loss          prior loss: −softplus(logit) on D's logit, finite for any logit
-
-y is the input, W the importance weights of Yeh et al.: a known pixel weighs the fraction of unknown
+explains the known part (`vidgan.projection`: a weighted L1 fit, the contextual loss, plus λ times
+the discriminator's prior loss), then fill the holes from G(z). The weights W are the importance
+weights of Yeh et al.: a known pixel weighs the fraction of unknown
 pixels in the 7×7 window around it (an unknown pixel weighs 0), a box filter on each frame, so the
 pixels that border a hole count most. A frame whose known pixels have no hole within the window (a
 whole known frame beside missing ones, as `frames:a-b` gives) weighs each known pixel 1: otherwise
-nothing would tie z to it. Adam moves z from several random starts at once (one batch; G and D in
-eval mode, so starts do not interact), clamps it to ±Z_MAX after each step (the training prior is
-N(0, I)), and keeps, per sample, the z of lowest loss met on the way.
+nothing would tie z to it.
 
 Blending: known pixels are copied from the input, exactly. Holes get G(z) plus a correction u that is
 harmonic in the hole (Δu = 0, solved by conjugate gradients) and equals y − G(z) on the known pixels
@@ -39,29 +34,20 @@ broadcastable to it, 1 = known, 0 = hole; latents `[N, z_dim]`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from data_tools.argtypes import non_negative_float, non_negative_int, positive_int
 from data_tools.read import Geometry, ReadError, open_image, read_image, read_video, resize_mask
 from vidgan.checkpoint import CheckpointError, load_trained
 from vidgan.export import to_uint8_frames, write_mp4, write_png
-from vidgan.sample import num_classes
+from vidgan.projection import LAM, LR, RESTARTS, STEPS, check_search, project
 
-STEPS = 500  # Adam steps on z per start
-RESTARTS = 4  # random starts per sample; the best one is kept
-LAM = 0.003  # λ, weight of the prior loss against the contextual loss (Yeh et al. 2017: 0.003)
-LR = 0.03  # Adam learning rate on z (units of the N(0, 1) prior's standard deviation)
-BETAS = (0.9, 0.999)  # Adam betas for the z search
-Z_MAX = 3.0  # z is clamped to [-Z_MAX, Z_MAX] after every step: ±3σ of the training prior N(0, I)
 WINDOW = 7  # side of the box filter of the importance weights, pixels (Yeh et al.: 7)
 CG_TOL = 1e-5  # Poisson blending: stop when the residual is this fraction of the right-hand side
 MASK_THRESHOLD = 128  # a mask PNG pixel is known when its grey value is at least this (0..255)
@@ -97,18 +83,15 @@ def inpaint(G, D, known: torch.Tensor, mask: torch.Tensor, steps: int = STEPS, r
 
     known: `[N, C, H, W]` (image G) or `[N, C, T, H, W]` (video G), float in [-1, 1]; what is under a
       hole is ignored. mask: broadcastable to `known`, 1 (or True) = known, 0 = hole; thresholded at 0.5.
-    Searches z from `restarts` starts of `steps` Adam steps each (see the module docstring), the
-    starts drawn from `torch.Generator().manual_seed(seed)` (the global RNG is not touched); D may be
-    None when `lam` is 0. Returns `(filled, generated, z)`: `filled` like `known`, equal to it on known
+    Searches z with `vidgan.projection.project` (`restarts` starts of `steps` Adam steps, drawn from
+    `seed`; a class-conditional G searches the class too) under the importance weights; D may be None
+    when `lam` is 0. Returns `(filled, generated, z)`: `filled` like `known`, equal to it on known
     pixels and blended from G(z) in the holes (`blend`: "poisson" or "paste"); `generated` = G(z)
-    `[N, C, (T,) H, W]`; z `[N, z_dim]`; all on `known`'s device. G and D are used in eval mode and
-    left as they were. A class-conditional G gets `restarts` starts in each class: the class is searched
-    too.
+    `[N, C, (T,) H, W]`; z `[N, z_dim]`; all on `known`'s device. G and D are left as they were.
     """
     if blend not in BLENDS:
         raise ValueError(f"blend must be one of {', '.join(BLENDS)}; got {blend!r}")
-    if steps < 0 or restarts < 1 or lam < 0 or lr <= 0:
-        raise ValueError(f"need steps >= 0, restarts >= 1, lam >= 0, lr > 0; got {steps}, {restarts}, {lam}, {lr}")
+    check_search(steps, restarts, lam, lr, D)
     if not isinstance(known, torch.Tensor) or not known.is_floating_point() or known.ndim not in (4, 5):
         raise ValueError("known must be a float tensor [N, C, H, W] or [N, C, T, H, W] in [-1, 1]; got "
                          f"{getattr(known, 'shape', type(known).__name__)}")
@@ -118,87 +101,17 @@ def inpaint(G, D, known: torch.Tensor, mask: torch.Tensor, steps: int = STEPS, r
     except RuntimeError:
         raise ValueError(f"mask of shape {list(mask.shape)} does not broadcast to known's shape "
                          f"{list(known.shape)}") from None
-
-    if D is None and lam > 0:
-        raise ValueError("the prior loss (lam > 0) needs the discriminator D")
-    if lam > 0 and getattr(D, "pack", 1) > 1:
-        raise ValueError(f"the prior loss (lam > 0) needs a discriminator of single clips; this one judges "
-                         f"groups of {D.pack} (model.d_pack): use lam 0 (--lam 0)")
     device = next(G.parameters()).device
-    z_dim = G.z_dim
-    n = known.shape[0]
     y = known.detach().to(device, torch.float32)
     m = mask.to(device)
-    with _frozen(G, D):  # eval mode, no weight gradients; restored afterwards
-        with torch.no_grad():
-            made = G(torch.zeros(1, z_dim, device=device)).shape[1:]
-        if tuple(made) != tuple(y.shape[1:]):
-            raise ValueError(f"known is {list(y.shape)}, but G makes [N, {', '.join(map(str, made))}]")
-
-        classes = num_classes(G)
-        starts = restarts * (classes or 1)  # R below: every class gets `restarts` starts
-        weights = importance_weights(m).repeat(starts, *[1] * (y.ndim - 1))  # [R·N, C, (T,) H, W]
-        target = y.repeat(starts, *[1] * (y.ndim - 1))  # start r of sample i at row r·N + i
-        # the class of start r (conditional G): r mod classes
-        labels = (torch.arange(starts * n, device=device) // n) % classes if classes else None  # [R·N]
-        given = (labels,) if classes else ()
-        noise = torch.Generator().manual_seed(seed)
-        z = torch.randn(starts * n, z_dim, generator=noise).clamp_(-Z_MAX, Z_MAX).to(device)  # [R·N, z]
-        z.requires_grad_(True)
-        optimizer = torch.optim.Adam([z], lr=lr, betas=BETAS)
-        best_loss = torch.full((starts * n,), float("inf"), device=device)
-        best_z = z.detach().clone()
-
-        def loss_of(z: torch.Tensor) -> torch.Tensor:
-            x = G(z, *given)  # [R·N, C, (T,) H, W]
-            loss = (weights * (x - target).abs()).flatten(1).sum(1)  # contextual loss, [R·N]
-            if lam > 0:
-                loss = loss - lam * F.softplus(D(x, *given).float())  # + λ·log(1 − σ(logit))
-            return loss
-
-        bar = tqdm(total=steps, unit="step", desc="inpaint", dynamic_ncols=True, disable=not progress)
-        for step in range(steps + 1):
-            loss = loss_of(z)
-            with torch.no_grad():  # keep the best z met so far: loss is that of z before this step
-                better = loss < best_loss
-                best_loss = torch.where(better, loss, best_loss)
-                best_z[better] = z[better]
-            if step == steps:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.sum().backward()  # starts and samples are independent: one sum, per-row gradients
-            optimizer.step()
-            with torch.no_grad():
-                z.clamp_(-Z_MAX, Z_MAX)
-            bar.update(1)
-        bar.close()
-
-        pick = best_loss.view(starts, n).argmin(0)  # [N]: the best start of each sample
-        samples = torch.arange(n, device=device)
-        z_best = best_z.view(starts, n, z_dim)[pick, samples]  # [N, z]
-        given = (labels.view(starts, n)[pick, samples],) if classes else ()  # [N]: its class
-        with torch.no_grad():
-            generated = G(z_best, *given).float()  # [N, C, (T,) H, W]
-        filled = poisson_blend(y, generated, m) if blend == "poisson" else m * y + (1 - m) * generated
+    found = project(G, D, y, importance_weights(m), steps, restarts, lam, seed, lr=lr, progress=progress,
+                    desc="inpaint")
+    generated = found.generated
+    filled = poisson_blend(y, generated, m) if blend == "poisson" else m * y + (1 - m) * generated
     filled = filled.clamp(-1, 1)
     filled = torch.where(m.bool(), y, filled)  # known pixels exactly as given
     out = known.device
-    return filled.to(out, known.dtype), generated.to(out), z_best.detach().to(out)
-
-
-@contextlib.contextmanager
-def _frozen(*modules: torch.nn.Module | None) -> Iterator[None]:
-    """The modules in eval mode without weight gradients for the block, then as they were."""
-    kept = [(m, m.training, [p.requires_grad for p in m.parameters()]) for m in modules if m is not None]
-    try:
-        for module, _, _ in kept:
-            module.eval().requires_grad_(False)
-        yield
-    finally:
-        for module, training, grads in kept:
-            module.train(training)
-            for p, g in zip(module.parameters(), grads):
-                p.requires_grad_(g)
+    return filled.to(out, known.dtype), generated.to(out), found.z.to(out)
 
 
 def _neighbour_sum(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
