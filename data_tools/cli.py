@@ -76,17 +76,20 @@ def run_prepare(args) -> int:
 
 
 def configure_synth(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from data_tools.synth import STYLES
+
     p.description = ("Write moving-shape videos (H.264 MP4 and MPEG-4 AVI), one folder per class, "
                      "ready for `vidgan prepare`. Styles: shapes (each class moves its own way), glyphs "
                      "(ten grey glyphs bouncing in any direction over dark), orbits (coloured glyphs "
-                     "circling over a dark gradient).")
+                     "circling over a dark gradient), sprites (glyphs in random colours: content and "
+                     "motion drawn independently).")
     p.add_argument("out", type=Path, help="folder to write (OUT/<class>/*.mp4|avi)")
     p.add_argument("--classes", type=positive_int, default=4, help="number of classes [4]")
     p.add_argument("--videos-per-class", type=positive_int, default=4, help="videos per class [4]")
     p.add_argument("--seconds", type=float, default=3.0, help="length of each video [3.0]")
     p.add_argument("--fps", type=positive_int, default=25, help="frame rate [25]")
     p.add_argument("--seed", type=int, default=0, help="random seed [0]")
-    p.add_argument("--style", choices=("shapes", "glyphs", "orbits"), default="shapes", help="what moves and how [shapes]")
+    p.add_argument("--style", choices=STYLES, default="shapes", help="what moves and how [shapes]")
     p.set_defaults(run=run_synth)
     return p
 

@@ -9,6 +9,9 @@ Three styles, which differ in what carries the class and in what moves and how:
   any direction: content and motion vary independently, as in Moving MNIST.
 - `orbits`: one coloured glyph circling a point at its own radius and angular speed over a dark
   gradient: what moves, and how, differs from `glyphs`.
+- `sprites`: `glyphs` in colour: each video's content (shape, the class, and a random bright colour)
+  and motion (direction and speed, 1–3 px a frame at 32²) are drawn independently, so a
+  content/motion generator can be shown to hold one while the other varies.
 
 Half of the videos are H.264 in MP4, half MPEG-4 Part 2 in AVI (the codec UCF-101 ships), so both
 common decode paths run.
@@ -26,7 +29,7 @@ import numpy as np
 from data_tools.atomic import atomic_path
 
 WIDTH, HEIGHT = 160, 120  # 4:3 like UCF-101, so the square crop matters
-STYLES = ("shapes", "glyphs", "orbits")
+STYLES = ("shapes", "glyphs", "orbits", "sprites")
 GLYPHS = ("disc", "square", "triangle", "plus", "ring", "bar", "diamond", "cross", "tee", "ell")
 
 
@@ -130,12 +133,16 @@ def _glyph_mask(kind: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarr
     raise ValueError(f"unknown glyph {kind!r}")
 
 
-def _glyph_frames(label: int, count: int, rng: np.random.Generator):
-    """Frames of a `glyphs` video: glyph `label % 10`, grey, bouncing in a straight line over dark."""
+def _glyph_frames(label: int, count: int, rng: np.random.Generator, coloured: bool = False):
+    """Frames of a `glyphs` video: glyph `label % 10`, grey (`coloured`: a random bright colour, the
+    `sprites` style), bouncing in a straight line over dark."""
     ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
     kind = GLYPHS[label % len(GLYPHS)]
     r = rng.uniform(15, 19)  # half-size: about 9 px of a 32² frame across
     grey = rng.integers(180, 256)
+    if coloured:  # bright in at least one channel
+        grey = rng.integers(60, 256, 3)
+        grey[rng.integers(3)] = 255
     dark = rng.integers(0, 24)
     left, right = (WIDTH - HEIGHT) / 2 + r, (WIDTH + HEIGHT) / 2 - r  # inside the square centre crop
     top, bottom = r, HEIGHT - r
@@ -195,8 +202,10 @@ def write_demo_corpus(out: Path, classes: int = 4, videos_per_class: int = 4, se
             count = max(1, round(seconds * fps))
             if style == "shapes":
                 frames = _class_frames(label, classes, count, rng)
+            elif style == "orbits":
+                frames = _orbit_frames(label, count, rng)
             else:
-                frames = (_glyph_frames if style == "glyphs" else _orbit_frames)(label, count, rng)
+                frames = _glyph_frames(label, count, rng, coloured=style == "sprites")
             if i % 2 == 0:
                 path = out / name / f"v_{name}_g{i + 1:02d}_c01.mp4"
                 encode_video(path, frames, fps, "libx264", "yuv420p", {"crf": "18", "preset": "veryfast", "threads": "1"})

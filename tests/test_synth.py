@@ -86,6 +86,24 @@ def test_glyph_and_orbit_styles(tmp_path):
         assert np.ptp(track[0][2]) > 20  # coloured
 
 
+def test_sprites_draw_colour_and_motion_apart_from_the_class(tmp_path):
+    result = run_cli("synth", str(tmp_path / "s"), "--style", "sprites", "--classes", "2", "--videos-per-class",
+                     "3", "--seconds", "1")
+    assert result.returncode == 0, result.stderr
+    for folder in (tmp_path / "s").iterdir():
+        colours, headings = [], []
+        for path in sorted(folder.iterdir()):
+            track = _tracks(path)
+            steps = [np.hypot(b[0] - a[0], b[1] - a[1]) for a, b in zip(track, track[1:])]
+            assert 4 < np.median(steps) < 13  # glyphs' speeds
+            assert np.ptp(track[0][2]) > 20  # coloured
+            colours.append(track[0][2])
+            headings.append(np.arctan2(track[1][1] - track[0][1], track[1][0] - track[0][0]))
+        # within one class (one shape), colour and direction change from video to video
+        assert min(np.abs(a - b).max() for i, a in enumerate(colours) for b in colours[i + 1:]) > 20
+        assert np.ptp(headings) > 0.3
+
+
 def test_glyph_styles_refuse_more_classes_than_glyphs(tmp_path):
     result = run_cli("synth", str(tmp_path / "g"), "--style", "orbits", "--classes", "11")
     assert result.returncode == 2 and "at most 10 classes" in result.stderr
