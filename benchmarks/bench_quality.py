@@ -29,7 +29,7 @@ import torch
 
 from data_tools import PrepareOptions, prepare
 from data_tools.atomic import atomic_write_text
-from data_tools.synth import write_demo_corpus
+from data_tools.synth import STYLES, write_demo_corpus
 from vidgan.checkpoint import list_checkpoints, load_trained
 from vidgan.metrics.meter import meter_for, score_generator
 from vidgan.recipe import load_recipe
@@ -179,7 +179,7 @@ def table(rows: list[dict], real: dict[str, dict]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpora", nargs="+", default=["glyphs", "orbits"], choices=["glyphs", "orbits", "shapes"])
+    p.add_argument("--corpora", nargs="+", default=["glyphs", "orbits"], choices=STYLES)
     p.add_argument("--variant", action="append", default=None, metavar="NAME=RECIPE[:key=value,...]")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--kimg", type=float, default=40.0)
