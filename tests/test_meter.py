@@ -184,3 +184,38 @@ def test_a_conditional_generator_is_scored_against_its_own_classes(meter, glyph_
     assert score_generator(meter, G, 6, classes=["disc", "square", "triangle"])["class_match"] == 0.0
     assert "class_match" not in score_generator(meter, G, 6, classes=["a", "b", "c"])  # other classes
     assert "class_match" not in score_generator(meter, G, 6)  # no names recorded
+
+
+def test_held_parts_of_a_content_motion_generator_are_measured_against_free_groups(meter, glyph_root):
+    from vidgan.metrics.disentangle import disentanglement, disentanglement_line
+
+    dataset = ClipDataset(glyph_root)
+    _, held = split_by_video(dataset)
+    by_class = [_clips(glyph_root, [i for i in held if dataset.labels[i] == k][:4]) for k in range(3)]
+
+    class HeldOutClips(torch.nn.Module):
+        """A stand-in content/motion generator of real clips: the content part picks the class (its first
+        value's sign and size), the motion part which of the class's 4 clips; `motion_only` ignores the
+        content part, picking one of 12 clips by the motion part alone."""
+        z_dim, motion_dim, frames = 6, 2, 16
+
+        def __init__(self, motion_only: bool):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+            self.motion_only = motion_only
+
+        def forward(self, z):
+            cls = torch.bucketize(z[:, 0].contiguous(), torch.tensor([-0.43, 0.43]))  # three equally likely classes
+            clip = torch.bucketize(z[:, 4].contiguous(), torch.tensor([-0.67, 0.0, 0.67]))  # four equally likely clips
+            if self.motion_only:
+                cls = torch.bucketize(z[:, 5].contiguous(), torch.tensor([-0.43, 0.43]))
+            return torch.stack([by_class[k][m] for k, m in zip(cls.tolist(), clip.tolist())]) * self.scale
+
+    parts = disentanglement(meter, HeldOutClips(motion_only=False), groups=8, size=6)
+    assert parts["content"]["class_kept"] == 1.0 > parts["free"]["class_kept"]
+    assert parts["content"]["track_spread"] > 0.5 * parts["free"]["track_spread"]  # motion still varies
+    only = disentanglement(meter, HeldOutClips(motion_only=True), groups=8, size=6)
+    assert only["motion"]["track_spread"] == 0.0 < only["free"]["track_spread"]  # one motion, one track
+    assert "content held: class kept 1.00" in disentanglement_line(parts)
+    with pytest.raises(ValueError, match="no content and motion parts"):
+        disentanglement(meter, torch.nn.Linear(2, 2))

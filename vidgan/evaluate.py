@@ -38,8 +38,10 @@ from data_tools.atomic import atomic_write_json
 from vidgan.checkpoint import CheckpointError, load_trained
 from vidgan.metrics import get_metric
 from vidgan.metrics.fvd import FVDError, result_line
+from vidgan.metrics.disentangle import disentanglement, disentanglement_line
 from vidgan.metrics.meter import MeterError, meter_for, score_generator
 from vidgan.provenance import versions
+from vidgan.sample import latent_parts
 
 NUM_REAL = 2048  # real clips (StyleGAN-V's fvd2048_16f); equals vidgan.metrics.fvd.NUM_REAL
 NUM_FAKE = 2048  # generated clips; equals vidgan.metrics.fvd.NUM_FAKE
@@ -119,8 +121,11 @@ def meter_result(trained, real: Path, count: int, seed: int) -> dict:
     (one process)."""
     meter = meter_for(real)
     generator = trained.generator.to("cpu")
-    return {"metric": "meter", **meter.summary(),
-            "fake": score_generator(meter, generator, count, seed, trained.classes)}
+    result = {"metric": "meter", **meter.summary(),
+              "fake": score_generator(meter, generator, count, seed, trained.classes)}
+    if latent_parts(generator) is not None:  # a content/motion generator: how apart its parts are
+        result["disentanglement"] = disentanglement(meter, generator, seed=seed)
+    return result
 
 
 def meter_line(result: dict) -> str:
@@ -131,9 +136,12 @@ def meter_line(result: dict) -> str:
                 f"motion {s['motion']:.2f} px/frame")
         line += f" (×{s['motion_ratio']:.2f} real)  fd {s['fd']:.1f}" if "fd" in s else ""
         return line + (f"  class match {s['class_match']:.2f}" if "class_match" in s else "")
-    return (f"meter: {figures(result['fake'])}  ({result['fake']['clips']} clips)\n"
-            f"real:  {figures(result['real'])}  ({result['held_out_clips']} held-out clips, probe accuracy "
-            f"{result['probe_accuracy']:.3f})")
+    lines = (f"meter: {figures(result['fake'])}  ({result['fake']['clips']} clips)\n"
+             f"real:  {figures(result['real'])}  ({result['held_out_clips']} held-out clips, probe accuracy "
+             f"{result['probe_accuracy']:.3f})")
+    if "disentanglement" in result:
+        lines += f"\nparts: {disentanglement_line(result['disentanglement'])}"
+    return lines
 
 def run_eval(args: argparse.Namespace) -> int:
     try:
