@@ -40,27 +40,33 @@ class TransferError(RuntimeError):
 
 
 class Transfer(NamedTuple):
-    clip: torch.Tensor  # [1, C, T, H, W]: A's content with B's motion
-    fits: torch.Tensor  # [2, C, T, H, W]: G's clips of A's and B's latents
-    found: torch.Tensor  # [2, z_dim]: A's and B's latents
-    z: torch.Tensor  # [1, z_dim]: the result's latent, A's content part ‖ B's motion part
-    error: torch.Tensor  # [2]: mean absolute difference of each fit from its input, in [0, 2]
+    """N transfers: pair i renders content clip i (A) with the motion of motion clip i (B)."""
+
+    clip: torch.Tensor  # [N, C, T, H, W]: A's content with B's motion
+    fits: torch.Tensor  # [2N, C, T, H, W]: G's clips of the A's latents, then of the B's
+    found: torch.Tensor  # [2N, z_dim]: the A's latents, then the B's
+    z: torch.Tensor  # [N, z_dim]: the results' latents, A's content part ‖ B's motion part
+    error: torch.Tensor  # [2N]: mean absolute difference of each fit from its input, in [0, 2]
 
 
 def transfer(G, D, content: torch.Tensor, motion: torch.Tensor, steps: int = STEPS, restarts: int = RESTARTS,
              lam: float = LAM, seed: int = 0, progress: bool = False) -> Transfer:
-    """Render the content of clip `content` with the motion of clip `motion` (both `[1, C, T, H, W]` in
-    [-1, 1], G's shape): project both onto G at once, then join A's content part of z to B's motion
-    part. G must have a content/motion latent (`vidgan.sample.latent_parts`)."""
+    """Render the content of each clip of `content` with the motion of the same clip of `motion` (both
+    `[N, C, T, H, W]` in [-1, 1], G's shape): project all 2N clips onto G at once, then join each A's
+    content part of z to its B's motion part. G must have a content/motion latent
+    (`vidgan.sample.latent_parts`)."""
+    if content.shape != motion.shape:
+        raise ValueError(f"content {list(content.shape)} and motion {list(motion.shape)} must have one shape")
     parts = latent_parts(G)
     if parts is None:
         raise ValueError("transfer needs a generator whose latent has a content and a motion part")
-    targets = torch.cat([content, motion])  # [2, C, T, H, W]
+    n = content.shape[0]
+    targets = torch.cat([content, motion])  # [2N, C, T, H, W]
     found = project(G, D, targets, torch.ones_like(targets), steps, restarts, lam, seed, progress=progress,
                     desc="transfer")
     split = parts[0]
-    z = torch.cat([found.z[:1, :split], found.z[1:, split:]], dim=1)  # [1, z_dim]
-    label = () if found.labels is None else (found.labels[:1],)  # A's class: a class is content
+    z = torch.cat([found.z[:n, :split], found.z[n:, split:]], dim=1)  # [N, z_dim]
+    label = () if found.labels is None else (found.labels[:n],)  # A's class: a class is content
     was_training = G.training
     with torch.no_grad():
         clip = G.eval()(z, *label).float()
