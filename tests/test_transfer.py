@@ -91,6 +91,23 @@ def test_the_api_joins_the_fitted_parts(generator):
         torch.testing.assert_close(G(result.z), result.clip)
 
 
+def test_a_conditional_generator_renders_in_the_content_clips_class():
+    torch.manual_seed(1)
+    G = VideoGenerator(z_dim=Z, channels=4, size=S, frames=T, latent="content_motion", motion_dim=MOTION,
+                       num_classes=3).eval()
+    with torch.no_grad():
+        for norm in G.modules():  # classes that look apart
+            if hasattr(norm, "scale"):
+                norm.scale.weight.normal_(1.0, 0.5)
+                norm.shift.weight.normal_(0.0, 0.5)
+        z = torch.randn(2, Z)
+        clips = G(z, torch.tensor([2, 0]))  # A of class 2, B of class 0
+    result = transfer(G, None, clips[:1], clips[1:], steps=40, restarts=1, lam=0)
+    assert result.labels.tolist() == [2]  # the class is searched, and the result takes A's
+    with torch.no_grad():
+        torch.testing.assert_close(G(result.z, result.labels), result.clip)
+
+
 def test_an_image_stands_for_a_still_clip_of_itself(generator, tmp_path):
     G, folder = generator
     with torch.no_grad():

@@ -46,6 +46,7 @@ class Transfer(NamedTuple):
     fits: torch.Tensor  # [2N, C, T, H, W]: G's clips of the A's latents, then of the B's
     found: torch.Tensor  # [2N, z_dim]: the A's latents, then the B's
     z: torch.Tensor  # [N, z_dim]: the results' latents, A's content part ‖ B's motion part
+    labels: torch.Tensor | None  # [N]: the results' classes, the A's (a class-conditional G), else None
     error: torch.Tensor  # [2N]: mean absolute difference of each fit from its input, in [0, 2]
 
 
@@ -66,13 +67,13 @@ def transfer(G, D, content: torch.Tensor, motion: torch.Tensor, steps: int = STE
                     desc="transfer")
     split = parts[0]
     z = torch.cat([found.z[:n, :split], found.z[n:, split:]], dim=1)  # [N, z_dim]
-    label = () if found.labels is None else (found.labels[:n],)  # A's class: a class is content
+    labels = None if found.labels is None else found.labels[:n]  # A's class: a class is content
     was_training = G.training
     with torch.no_grad():
-        clip = G.eval()(z, *label).float()
+        clip = (G.eval()(z) if labels is None else G.eval()(z, labels)).float()
     G.train(was_training)
     error = (found.generated - targets.to(found.generated.device)).abs().flatten(1).mean(1)
-    return Transfer(clip, found.generated, found.z, z, error)
+    return Transfer(clip, found.generated, found.z, z, labels, error)
 
 
 # --- inputs ------------------------------------------------------------------------------------
