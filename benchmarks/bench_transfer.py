@@ -1,7 +1,7 @@
 """`vidgan transfer` measured with the quality meter: do results keep A's content and take B's motion?
 
     python benchmarks/bench_transfer.py RUN --real PREPARED [--pairs 32] [--steps 300] [--restarts 4]
-        [--seed 0] [--out FILE.json]
+        [--seed 0] [--out FILE.json] [--strip FILE.png]
 
 RUN is a run (or checkpoint) of a content/motion generator trained on PREPARED's corpus (e.g. by
 bench_quality.py with `model.latent=content_motion`). Pairs (A, B) of real held-out clips of different
@@ -13,6 +13,8 @@ one search. The meter's probe then reads the results:
 - motion: the mean distance of each result's object track from B's and from A's (pixels at 32²,
   frames where both have an object), and the fraction of pairs whose result is nearer B's;
 - the projections' fit: G's clips of A and B against the clips, in /255 per pixel.
+
+`--strip` draws the first four pairs as film strips, three rows each: A, B, the result.
 
 A generator that keeps its parts apart scores content near its recognisable fraction, a result track
 near B's and far from A's.
@@ -31,6 +33,7 @@ import torch
 from data_tools.atomic import atomic_write_json
 from data_tools.dataset import ClipDataset
 from vidgan.checkpoint import load_trained
+from vidgan.export import film_strip_png, to_uint8_frames
 from vidgan.metrics.meter import meter_for, read_clips, split_by_video
 from vidgan.transfer import transfer
 
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restarts", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    p.add_argument("--strip", type=Path, default=None, help="film strips of the first 4 pairs: A, B, result")
     args = p.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -95,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
           f"fits {figures['fit_a']:.1f} and {figures['fit_b']:.1f}/255")
     if args.out is not None:
         atomic_write_json(args.out, figures)
+    if args.strip is not None:
+        shown = min(4, args.pairs)
+        rows = torch.stack([a[:shown], b[:shown], result.clip[:shown].cpu()], dim=1).flatten(0, 1)  # [3·k, C, T, H, W]
+        film_strip_png(args.strip, to_uint8_frames(rows), upscale=2)
     return 0
 
 
