@@ -23,7 +23,6 @@ near B's and far from A's.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

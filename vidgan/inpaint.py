@@ -6,9 +6,9 @@
 Given an image or a clip of which only some pixels are known, search the latent z whose G(z) best
 explains the known part (`vidgan.projection`: a weighted L1 fit, the contextual loss, plus λ times
 the discriminator's prior loss), then fill the holes from G(z). The weights W are the importance
-weights of Yeh et al.: a known pixel weighs the fraction of unknown
-pixels in the 7×7 window around it (an unknown pixel weighs 0), a box filter on each frame, so the
-pixels that border a hole count most. A frame whose known pixels have no hole within the window (a
+weights of Yeh et al.: a known pixel weighs the fraction of unknown pixels in the 7×7 window around
+it (an unknown pixel weighs 0), a box filter on each frame, so the pixels that border a hole count
+most. A frame whose known pixels have no hole within the window (a
 whole known frame beside missing ones, as `frames:a-b` gives) weighs each known pixel 1: otherwise
 nothing would tie z to it.
 
