@@ -42,11 +42,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data_tools.argtypes import non_negative_float, non_negative_int, positive_int
 from data_tools.read import Geometry, ReadError, open_image, read_image, read_video, resize_mask
 from vidgan.checkpoint import CheckpointError, load_trained
 from vidgan.export import to_uint8_frames, write_mp4, write_png
-from vidgan.projection import LAM, LR, RESTARTS, STEPS, check_search, project
+from vidgan.projection import LAM, LR, RESTARTS, STEPS, add_search_arguments, check_search, project
 
 WINDOW = 7  # side of the box filter of the importance weights, pixels (Yeh et al.: 7)
 CG_TOL = 1e-5  # Poisson blending: stop when the residual is this fraction of the right-hand side
@@ -280,16 +279,9 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="PNG, white = known, black = hole (the model's size or the input's; one for all "
                         "frames), or frames:a-b = frames a..b (0-based, inclusive) missing")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .png (image) or .mp4 (clip)")
-    p.add_argument("--steps", type=non_negative_int, default=STEPS, help=f"Adam steps on z per start [{STEPS}]")
-    p.add_argument("--restarts", type=positive_int, default=RESTARTS,
-                   help=f"random starts; the best is kept [{RESTARTS}]")
-    p.add_argument("--lam", type=non_negative_float, default=LAM,
-                   help=f"weight of the discriminator's prior loss [{LAM}]")
-    p.add_argument("--seed", type=int, default=0, help="seed of the starting latents [0]")
     p.add_argument("--blend", choices=BLENDS, default="poisson",
                    help="poisson: G(z) with its offset to the surroundings removed; paste: G(z) as is [poisson]")
-    p.add_argument("--device", default=None, help="torch device [cuda if available, else cpu]")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_search_arguments(p)
     p.set_defaults(run=run_inpaint)
     return p
 

@@ -17,6 +17,7 @@ latents `[N, z_dim]`.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from typing import Iterator, NamedTuple
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from data_tools.argtypes import non_negative_float, non_negative_int, positive_int
 from vidgan.sample import num_classes
 
 STEPS = 500  # Adam steps on z per start
@@ -121,6 +123,19 @@ def project(G, D, target: torch.Tensor, weights: torch.Tensor, steps: int = STEP
         with torch.no_grad():
             generated = (G(z_best) if chosen is None else G(z_best, chosen)).float()  # [N, C, (T,) H, W]
     return Projection(z_best.detach(), chosen, generated, best_loss.view(starts, n)[pick, rows])
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    """The search's options for a command that projects its inputs (`vidgan inpaint`, `vidgan transfer`):
+    --steps, --restarts, --lam, --seed, --device, --quiet."""
+    p.add_argument("--steps", type=non_negative_int, default=STEPS, help=f"Adam steps on z per start [{STEPS}]")
+    p.add_argument("--restarts", type=positive_int, default=RESTARTS,
+                   help=f"random starts per input; the best is kept [{RESTARTS}]")
+    p.add_argument("--lam", type=non_negative_float, default=LAM,
+                   help=f"weight of the discriminator's prior loss in the search [{LAM}]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting latents [0]")
+    p.add_argument("--device", default=None, help="torch device [cuda if available, else cpu]")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 @contextlib.contextmanager

@@ -27,11 +27,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from data_tools.argtypes import non_negative_float, non_negative_int, positive_int
 from data_tools.read import ReadError, read_image, read_video
 from vidgan.checkpoint import CheckpointError, load_trained
 from vidgan.export import to_uint8_frames, write_mp4
-from vidgan.projection import LAM, LR, RESTARTS, STEPS, check_search, project
+from vidgan.projection import LAM, LR, RESTARTS, STEPS, add_search_arguments, check_search, project
 from vidgan.sample import latent_parts, recipe_fps
 
 
@@ -128,14 +127,7 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--side-by-side", action="store_true", help="write A | B | result side by side in one MP4")
     p.add_argument("--resize", action="store_true",
                    help="crop inputs of another size to their centred square and scale them to the model's")
-    p.add_argument("--steps", type=non_negative_int, default=STEPS, help=f"Adam steps on z per start [{STEPS}]")
-    p.add_argument("--restarts", type=positive_int, default=RESTARTS,
-                   help=f"random starts per input; the best is kept [{RESTARTS}]")
-    p.add_argument("--lam", type=non_negative_float, default=LAM,
-                   help=f"weight of the discriminator's prior loss in the search [{LAM}]")
-    p.add_argument("--seed", type=int, default=0, help="seed of the starting latents [0]")
-    p.add_argument("--device", default=None, help="torch device [cuda if available, else cpu]")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_search_arguments(p)
     p.set_defaults(run=run_transfer)
     return p
 
