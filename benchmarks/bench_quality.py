@@ -13,7 +13,8 @@ kept; each checkpoint's EMA generator makes 512 clips from fixed noise, which th
 Out: OUT/quality.csv (a row per corpus, variant, seed and checkpoint), OUT/quality.png (the curves:
 mean over seeds, with the range shaded, a column per corpus, a row per score, the real clips' figure
 dashed), and a Markdown table of the last checkpoint's scores on stdout (median and range over seeds).
-Runs and scores already in WORK and OUT are reused, so an interrupted benchmark goes on where it stopped.
+Runs and scores already in WORK and OUT are reused, so an interrupted benchmark goes on where it stopped;
+a score is reused only when the same meter (protocol and probe, the CSV's `meter` column) made it.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ VGAN = ("optim.lr_g=2e-4", "optim.lr_d=2e-4", "optim.beta1=0.5", "optim.beta2=0.
         "loss.r1_gamma=0", "loss.augment_p=0", "loss.instance_noise=0", "model.d_batchnorm=true",
         "model.spectral_norm=false", "model.g_out_bias=false", "model.image_d_frames=0", "model.generator=volume",
         "model.d_minibatch_std=0", "train.ema_batchnorm=copy")
-SCORES = ("recognisable", "inception_score", "consistency", "motion_ratio", "fd")
+SCORES = ("recognisable", "no_object", "inception_score", "consistency", "motion_ratio", "fd")
 FAKE_CLIPS = 512
 FAKE_SEED = 123
 
@@ -198,13 +199,15 @@ def main() -> int:
         data = corpus(args.work, style)
         meter = meter_for(data)
         real[style] = meter.real
+        # rows scored by another meter (another protocol or probe) are scored again by this one
+        rows = [r for r in rows if r["corpus"] != style or r.get("meter") == meter.key[:16]]
         print(f"{style}: probe accuracy {meter.accuracy:.3f} on {meter.held_out} held-out clips; real clips "
               + ", ".join(f"{k} {v:.2f}" for k, v in meter.real.items() if k != "clips"), file=sys.stderr)
         for seed in args.seeds:
             for name, recipe, overrides in variants:
                 started = time.perf_counter()
                 run = run_variant(args.work, data, style, name, recipe, overrides, seed, args.kimg, args.every)
-                key = {"corpus": style, "variant": name, "seed": seed}
+                key = {"corpus": style, "variant": name, "seed": seed, "meter": meter.key[:16]}
                 new = score_run(run, meter, rows, key)
                 if new:
                     rows += new

@@ -13,7 +13,8 @@ import torch
 from data_tools.dataset import ClipDataset
 from data_tools.prepare import PrepareOptions, prepare
 from data_tools.synth import write_demo_corpus
-from vidgan.metrics.meter import MeterError, meter_for, split_by_video
+from vidgan.metrics import meter as meter_module
+from vidgan.metrics.meter import MeterError, meter_for, read_clips, split_by_video
 from vidgan.metrics.probe import foreground_tracks, probe_view, window_starts
 
 
@@ -25,6 +26,15 @@ def glyph_root(tmp_path_factory):
     out = base / "clips"
     prepare(base / "videos", out, PrepareOptions(frames=16, size=32, stride=8, workers=1), progress=False)
     return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def short_probe_training():
+    """The probe of a 3-class corpus learns in fewer steps than the default; `vidgan eval` in these
+    tests reads the same cached probe."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(meter_module, "TRAIN_STEPS", 400)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +111,14 @@ def test_the_probe_is_cached_by_content(meter, glyph_root):
         assert torch.equal(a, b)
     damaged = glyph_root.parent / "damaged"
     shutil.copytree(glyph_root, damaged)
-    next((damaged / "meter").glob("probe-*")).write_bytes(b"not a safetensors file")  # trained again
     messages = []
     meter_for(damaged, steps=20, log=messages.append)  # another key: trained, not read
     assert any("training the probe" in m for m in messages)
+    assert len(list((damaged / "meter").glob("probe-*.safetensors"))) == 2
+    short = next(p for p in (damaged / "meter").glob("probe-*") if p.name != files[0].name)
+    short.write_bytes(b"not a safetensors file")  # trained again
     messages = []
-    meter_for(damaged, log=messages.append)
+    meter_for(damaged, steps=20, log=messages.append)
     assert any("ignoring" in m for m in messages) and any("training the probe" in m for m in messages)
 
 
@@ -165,7 +177,11 @@ def test_a_conditional_generator_is_scored_against_its_own_classes(meter, glyph_
 
     dataset = ClipDataset(glyph_root)
     _, held = split_by_video(dataset)
-    by_class = [_clips(glyph_root, [i for i in held if dataset.labels[i] == k][:1])[0] for k in range(3)]
+    by_class = []  # the held-out clip of each class nearest the class's training clips in the probe's eyes
+    for k in range(3):
+        clips = _clips(glyph_root, [i for i in held if dataset.labels[i] == k])
+        distance = (read_clips(meter.probe, clips)["features"] - meter.centroids[k]).norm(dim=1)  # [n]
+        by_class.append(clips[distance.argmin()])
 
     class RealClipsByLabel(torch.nn.Module):
         """A stand-in conditional generator: label k gives the held-out clip of its k-th class name."""
@@ -219,3 +235,42 @@ def test_held_parts_of_a_content_motion_generator_are_measured_against_free_grou
     assert "content held: class kept 1.00" in disentanglement_line(parts)
     with pytest.raises(ValueError, match="no content and motion parts"):
         disentanglement(meter, torch.nn.Linear(2, 2))
+
+
+def test_what_a_failing_generator_draws_is_read_as_no_object(meter, glyph_root):
+    from vidgan.metrics.artefacts import blur
+    from vidgan.models import VideoGenerator
+
+    _, held = split_by_video(ClipDataset(glyph_root))
+    real = _clips(glyph_root, held)
+    # an untrained generator's lattice of transposed-conv artefacts: confidently some class to a
+    # classifier that only ever saw glyphs, no object to the meter
+    torch.manual_seed(0)
+    with torch.no_grad():
+        untrained = VideoGenerator(z_dim=16, channels=8, size=32, frames=16).eval()(torch.randn(32, 16))
+    scored = meter.score(untrained)
+    assert scored["recognisable"] == 0 and scored["no_object"] >= 0.9
+    smeared = meter.score(blur(real, torch.full((len(real),), 3.0)))  # shapes lost: blobs that move
+    assert smeared["recognisable"] <= 0.1 and smeared["no_object"] >= 0.5
+    assert meter.real["no_object"] == 0
+    # a glyph drawn a little soft or grainy is still its class
+    grainy = (real + 0.05 * torch.randn(real.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    assert meter.score(grainy)["recognisable"] >= 0.8
+    assert meter.score(blur(real, torch.full((len(real),), 0.5)))["recognisable"] >= 0.8
+
+
+def test_artefact_clips_and_roughened_clips():
+    from vidgan.metrics.artefacts import artefact_clips, roughen
+
+    reals = torch.full((64, 3, 8, 32, 32), -0.9)
+    reals[:, :, :, 12:18, 12:18] = 0.8  # a bright square on dark
+    junk = artefact_clips(reals, torch.Generator().manual_seed(0))
+    assert junk.shape == reals.shape and junk.min() >= -1 and junk.max() <= 1
+    again = artefact_clips(reals, torch.Generator().manual_seed(0))
+    assert torch.equal(junk, again)  # the generator decides everything
+    assert ((junk - reals).abs().mean(dim=(1, 2, 3, 4)) > 0.05).all()  # none is a real clip
+    assert (junk[1:] - junk[:1]).abs().amax(dim=(1, 2, 3, 4)).min() > 0.05  # nor are two alike
+    rough = roughen(reals, torch.Generator().manual_seed(1))
+    assert rough.shape == reals.shape and rough.min() >= -1 and rough.max() <= 1
+    assert (rough - reals).abs().mean() < 0.1  # a little worse, still the same clips
+    assert not torch.equal(rough, reals)

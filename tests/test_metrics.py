@@ -286,6 +286,7 @@ def direct_fvd(checkpoint: Path, prepared: Path, i3d: Path, num_real=32, num_fak
         n, _, s, _, _ = clips_uint8.shape
         frames = clips_uint8[:, :16].reshape(n * 16, s, s, 3).permute(0, 3, 1, 2).float()  # [n·16, 3, S, S]
         frames = F.interpolate(frames, size=(224, 224), mode="bilinear", align_corners=False) / 127.5 - 1
+        frames = frames.clamp(-1, 1)  # bilinear can land a rounding error past 255, as vidgan's path clamps
         x = frames.reshape(n, 16, 3, 224, 224).transpose(1, 2)  # [n, 3, 16, 224, 224]
         with torch.no_grad():
             return detector(x, rescale=False, resize=False, return_features=True).double().numpy()

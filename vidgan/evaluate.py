@@ -133,7 +133,7 @@ def meter_line(result: dict) -> str:
     def figures(s: dict) -> str:
         line = (f"recognisable {s['recognisable']:.2f}  confidence {s['confidence']:.2f}  "
                 f"is {s['inception_score']:.2f}/{len(result['classes'])}  consistency {s['consistency']:.2f}  "
-                f"motion {s['motion']:.2f} px/frame")
+                f"no object {s['no_object']:.2f}  motion {s['motion']:.2f} px/frame")
         line += f" (×{s['motion_ratio']:.2f} real)  fd {s['fd']:.1f}" if "fd" in s else ""
         return line + (f"  class match {s['class_match']:.2f}" if "class_match" in s else "")
     lines = (f"meter: {figures(result['fake'])}  ({result['fake']['clips']} clips)\n"

@@ -29,8 +29,16 @@ KINDS = ("free", "content", "motion")  # what a group's clips share: nothing, th
 def group_figures(reading: dict[str, torch.Tensor], groups: int, size: int) -> dict[str, float]:
     """`class_kept` and `track_spread` of the meter's readings of `groups × size` clips, group after
     group."""
-    top_class = reading["probs"].mean(dim=1).argmax(dim=1).view(groups, size)  # [G, M]
-    kept = torch.stack([(row == row.mode().values).double().mean() for row in top_class]).mean()
+    probs = reading["probs"].mean(dim=1)  # [G·M, K + 1], the last: no object
+    top_class = probs.argmax(dim=1).view(groups, size)  # [G, M]
+    no_object = probs.shape[1] - 1
+
+    def kept_in(row: torch.Tensor) -> torch.Tensor:
+        # the share of the group's most common object class; a clip of no object keeps nothing
+        objects = row[row != no_object]
+        return (row == objects.mode().values).double().mean() if len(objects) else torch.zeros((), dtype=torch.float64)
+
+    kept = torch.stack([kept_in(row) for row in top_class]).mean()
     track = reading["track"].view(groups, size, *reading["track"].shape[1:])  # [G, M, T, 2]
     present = reading["present"].view(groups, size, -1)  # [G, M, T]
     i, j = torch.triu_indices(size, size, offset=1)

@@ -3,18 +3,24 @@ classifier trained on the real clips of any labelled prepared folder. Nothing is
 
 `meter_for(ROOT)` trains the probe (`vidgan.metrics.probe`) on the folder's clips, holding out whole
 videos (every fifth of each class, or its last when it has fewer than five), reports its accuracy on
-the held-out clips, and scores those clips as the reference. The result is cached in ROOT/meter/ under
-the SHA-256 of the folder's meta.json and index.csv and of this protocol, so a second call reads it.
+the held-out clips, and scores those clips as the reference. Beside the folder's classes the probe
+learns one more, "no object", from clips that show none (`vidgan.metrics.artefacts`: speckle, blobs,
+lattices of transposed-conv artefacts, real clips blurred shapeless): trained on real clips alone, a
+classifier calls a texture one of its classes with full confidence. The result is cached in
+ROOT/meter/ under the SHA-256 of the folder's meta.json and index.csv and of this protocol, so a
+second call reads it.
 `Meter.score(clips)` then gives, for generated clips `[N, 3, T, H, W]` in [-1, 1]:
 
 - `confidence`: the mean over clips of the top class probability (a clip's probabilities are the
   mean over its 8-frame windows);
-- `recognisable`: the fraction of clips whose top class probability is at least 0.8 and whose
-  features lie where the training clips of that class lie (within 1.25 times the 99th percentile of
-  their distances to the class's mean feature): a classifier is sure of many things it never saw, and
-  this keeps a confidently labelled smear from counting;
-- `inception_score`: exp E[KL(p(y|x) ‖ p(y))] over the clips, between 1 and the number of classes
-  (Salimans et al. 2016; the MNIST-GAN literature scores with a LeNet the same way);
+- `recognisable`: the fraction of clips whose top class is one of the folder's, with a probability of
+  at least 0.8, and whose features lie where the training clips of that class lie (within 1.25 times
+  the 99th percentile of their distances to the class's mean feature);
+- `no_object`: the fraction of clips whose top class is "no object";
+- `inception_score`: exp E[KL(p(y|x) ‖ p(y))] over the clips and the classes, "no object" among them
+  (clips of no object all count as that one class): 1 for one class, the number of classes for clips
+  spread evenly and surely over them (Salimans et al. 2016; the MNIST-GAN literature scores with a
+  LeNet the same way);
 - `consistency`: the fraction of clips whose windows all get the same top class (a clip whose object
   turns into another mid-clip fails);
 - `motion`: the mean frame-to-frame displacement of the foreground's centre of mass, in pixels at
@@ -42,16 +48,17 @@ from safetensors.torch import save as save_tensors
 from data_tools.atomic import atomic_write_bytes
 from data_tools.dataset import ClipDataset
 from data_tools.layout import Layout
+from vidgan.metrics.artefacts import artefact_clips, roughen
 from vidgan.metrics.frechet import GaussianStats
 from vidgan.metrics.probe import FEATURES, SIDE, WINDOW, Probe, foreground_tracks, probe_view, window_starts
 from vidgan.sample import class_labels, generate
 
-PROTOCOL = "vidgan-meter/2"  # the probe, its training and the scores below; part of every cache key
+PROTOCOL = "vidgan-meter/3"  # the probe, its training and the scores below; part of every cache key
 RECOGNISED = 0.8  # top class probability from which a clip counts as recognisable
 RADIUS_SLACK = 1.25  # × the 99th percentile of a class's training distances: its typical region
 MAX_TYPICAL = 1024  # training clips that place the classes' typical regions, at most
-TRAIN_STEPS = 600  # probe optimisation steps
-TRAIN_BATCH = 32  # windows per step
+TRAIN_STEPS = 1200  # probe optimisation steps
+TRAIN_BATCH = 32  # real windows per step, and as many object-free ones
 MAX_VIEW_BYTES = 2**28  # the training clips' probe views held in memory, at most
 MAX_HELD_OUT = 512  # held-out clips scored as the reference, at most
 CACHE_DIR = "meter"  # under the prepared folder
@@ -119,11 +126,13 @@ def scores(reading: dict[str, torch.Tensor], centroids: torch.Tensor, radii: tor
            labels: torch.Tensor | None = None) -> dict:
     """Scores from `read_clips`'s readings; `fd` and `motion_ratio` need the real figures,
     `class_match` the clips' intended classes `labels` `[N]`."""
-    probs = reading["probs"].double()  # [N, W, K]
-    clip_probs = probs.mean(dim=1)  # [N, K]
+    probs = reading["probs"].double()  # [N, W, K + 1], the last: no object
+    clip_probs = probs.mean(dim=1)  # [N, K + 1]
     top, top_class = clip_probs.max(dim=1)
-    distance = (reading["features"] - centroids[top_class]).norm(dim=1)  # [N]
-    typical = distance <= radii[top_class]
+    an_object = top_class < centroids.shape[0]  # [N]
+    nearest = top_class.clamp(max=centroids.shape[0] - 1)
+    distance = (reading["features"] - centroids[nearest]).norm(dim=1)  # [N]
+    typical = an_object & (distance <= radii[nearest])
     marginal = clip_probs.mean(dim=0, keepdim=True)
     kl = (clip_probs * (clip_probs.clamp(min=1e-12).log() - marginal.clamp(min=1e-12).log())).sum(dim=1)
     window_class = probs.argmax(dim=2)  # [N, W]
@@ -137,6 +146,7 @@ def scores(reading: dict[str, torch.Tensor], centroids: torch.Tensor, radii: tor
         "recognisable": ((top >= RECOGNISED) & typical).double().mean().item(),
         "inception_score": math.exp(kl.mean().item()),
         "consistency": (window_class == window_class[:, :1]).all(dim=1).double().mean().item(),
+        "no_object": (~an_object).double().mean().item(),
         "motion": motion,
     }
     if real_motion:
@@ -182,26 +192,34 @@ def _gather(dataset: ClipDataset, indices: np.ndarray) -> np.ndarray:
 
 def train_probe(dataset: ClipDataset, train: np.ndarray, seed: int = 0, steps: int = TRAIN_STEPS,
                 log=None) -> Probe:
-    """A probe trained on windows of the clips at `train`: random windows, shifted by up to 2 px."""
+    """A probe trained on windows of the clips at `train` (random windows, shifted by up to 2 px) and,
+    as one more class after the corpus's, on as many object-free clips (`artefacts`) per step."""
     frames = dataset.clip_shape[0]
     per_clip = 4 * frames * SIDE * SIDE * 2
     rng = np.random.default_rng(seed)
     if len(train) * per_clip > MAX_VIEW_BYTES:
         train = np.sort(rng.choice(train, MAX_VIEW_BYTES // per_clip, replace=False))
     views = _views(dataset, train)  # [n, 4, T, 32, 32]
+    classes = len(dataset.classes)
     labels = torch.from_numpy(dataset.labels[train])
+    no_object = torch.full((TRAIN_BATCH,), classes)  # the artefacts' label
     torch.manual_seed(seed)
-    probe = Probe(len(dataset.classes))
+    draw = torch.Generator().manual_seed(seed)
+    probe = Probe(classes + 1)  # the last class: no object
     optimizer = torch.optim.Adam(probe.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
     probe.train()
     for step in range(steps):
         pick = torch.from_numpy(rng.integers(0, len(train), TRAIN_BATCH))
+        colour = views[pick, :3].float()  # [B, 3, T, 32, 32]
+        reals = probe_view(roughen(colour, draw))  # [B, 4, T, 32, 32]
+        junk = probe_view(artefact_clips(colour, draw))
         start = int(rng.integers(0, frames - WINDOW + 1))
-        x = views[pick, :, start:start + WINDOW].float()  # [B, 4, 8, 32, 32]
+        x = torch.cat([reals, junk])[:, :, start:start + WINDOW]  # [2B, 4, 8, 32, 32]
         dy, dx = (int(v) for v in rng.integers(-2, 3, 2))
         x = torch.roll(x, shifts=(dy, dx), dims=(3, 4))
-        loss = F.cross_entropy(probe(x)[0], labels[pick])
+        target = torch.cat([labels[pick], no_object])
+        loss = F.cross_entropy(probe(x)[0], target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -264,7 +282,7 @@ def _load(path: Path, key: str) -> Meter:
     summary = json.loads(json.loads(data[8:8 + header_len])["__metadata__"]["meter"])
     if summary["protocol"] != PROTOCOL:
         raise ValueError(f"protocol {summary['protocol']}, expected {PROTOCOL}")
-    probe = Probe(len(summary["classes"]))
+    probe = Probe(len(summary["classes"]) + 1)  # and "no object"
     probe.load_state_dict({k[len("probe."):]: v for k, v in tensors.items() if k.startswith("probe.")})
     real = {k[len("real."):]: v.numpy() for k, v in tensors.items() if k.startswith("real.")}
     real["count"] = real["count"].reshape(())  # stored as [1]
@@ -273,10 +291,11 @@ def _load(path: Path, key: str) -> Meter:
                  summary["real"], real_stats, key, tensors["centroids"], tensors["radii"])
 
 
-def meter_for(root: str | Path, seed: int = 0, steps: int = TRAIN_STEPS, log=None) -> Meter:
-    """The meter of a labelled prepared folder: read from ROOT/meter/ when cached, else trained (a
-    minute or two on two CPU cores) and cached there. `log(message)` hears of the training."""
+def meter_for(root: str | Path, seed: int = 0, steps: int | None = None, log=None) -> Meter:
+    """The meter of a labelled prepared folder: read from ROOT/meter/ when cached, else trained (two
+    to three minutes on two CPU cores) and cached there. `log(message)` hears of the training."""
     log = log or (lambda message: print(message, file=sys.stderr))
+    steps = TRAIN_STEPS if steps is None else steps
     root = Path(root)
     try:
         dataset = ClipDataset(root)
