@@ -133,7 +133,8 @@ def plot(rows: list[dict], real: dict[str, dict], path: Path) -> None:
                 color = f"C{k}"
                 ax.plot(xs, [statistics.mean(v) for v in values], color=color, label=variant)
                 ax.fill_between(xs, [min(v) for v in values], [max(v) for v in values], color=color, alpha=0.2)
-            target = 1.0 if score == "motion_ratio" else 0.0 if score == "fd" else real[name].get(score)
+            # (the real clips' FD, 0, has no place on a log axis)
+            target = 1.0 if score == "motion_ratio" else None if score == "fd" else real[name].get(score)
             if target is not None:
                 ax.axhline(target, color="k", linestyle="--", linewidth=0.8, label="real clips")
             ax.set_title(f"{name}: {score}", fontsize=9)
