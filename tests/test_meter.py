@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from data_tools.dataset import ClipDataset
 from data_tools.prepare import PrepareOptions, prepare
@@ -274,3 +275,14 @@ def test_artefact_clips_and_roughened_clips():
     assert rough.shape == reals.shape and rough.min() >= -1 and rough.max() <= 1
     assert (rough - reals).abs().mean() < 0.1  # a little worse, still the same clips
     assert not torch.equal(rough, reals)
+
+
+def test_a_clip_of_no_object_keeps_no_group_class():
+    from vidgan.metrics.disentangle import group_figures
+
+    # 2 groups of 4 clips, 3 object classes and "no object" (index 3); one window per clip
+    top = torch.tensor([[0, 0, 3, 3], [3, 3, 3, 3]])
+    reading = {"probs": F.one_hot(top.flatten(), 4).double()[:, None],  # [8, 1, 4]
+               "track": torch.zeros(8, 16, 2), "present": torch.ones(8, 16, dtype=torch.bool)}
+    # group 1: two of four clips keep class 0 (the empty ones do not); group 2: none
+    assert group_figures(reading, groups=2, size=4)["class_kept"] == pytest.approx((0.5 + 0.0) / 2)

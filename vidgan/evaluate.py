@@ -6,7 +6,7 @@
     accelerate launch [--multi_gpu --num_processes N] vidgan/evaluate.py ...  (N processes)
 
 Without --i3d, the quality meter (vidgan.metrics.meter) scores the clips with a classifier trained on
-the labelled real clips (trained once, a minute or two, and cached in PREPARED_DIR/meter/): how
+the labelled real clips (trained once, two or three minutes, and cached in PREPARED_DIR/meter/): how
 recognisable (confidence, the fraction recognised, an Inception-style score), consistent through the
 clip and lively (motion against the real clips') they are, and a Fréchet distance in its feature
 space; the real held-out clips' figures are printed beside them. Nothing is downloaded.
